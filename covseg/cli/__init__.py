@@ -1,0 +1,9 @@
+"""The ``covseg`` command line: one sub-command per user task (see ``covseg --help``)."""
+
+from covseg.cli import version  # noqa: F401  (each import registers its commands)
+from covseg.cli._app import app
+
+
+def main() -> None:
+    """Entry point of the ``covseg`` console script."""
+    app()
