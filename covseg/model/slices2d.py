@@ -1,0 +1,242 @@
+"""The ``slices-2d`` preset: train and apply a 2D U-Net ensemble on single CT slices.
+
+``train_slices_2d`` runs the k-fold cross-validation (printing the Dice of each fold and the
+mean), chooses the post-processing on the out-of-fold predictions and writes the fold models,
+``plan.yaml`` and a CV report. ``predict_slices_2d`` applies the fold ensemble with mirror TTA.
+
+Model folder layout::
+
+    plan.yaml              the preset as trained, plus the chosen post-processing
+    fold_K/model.pt        weights of fold K
+    cv_report.json/.csv    out-of-fold Dice per slice, per fold and overall
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import yaml
+from PIL import Image
+
+from covseg.model.slices2d_cv import FoldResult, fold_assignment, prepare, run_fold
+from covseg.model.slices2d_cv import unlabelled_images as read_unlabelled
+from covseg.model.slices2d_data import (
+    DICOM_SUFFIXES,
+    HU_WINDOW,
+    body_box,
+    find_slice_cases,
+    hu_to_8bit,
+    list_images,
+    load_labelled,
+    read_hu,
+    read_slice,
+)
+from covseg.model.slices2d_eval import choose_min_area, dice, segment
+from covseg.model.slices2d_net import make_network, predict_probs, restore_size, to_tensor
+
+#: The preset file shipped with covseg.
+PRESET_PATH = Path(__file__).parent / "presets" / "slices-2d.yaml"
+
+
+def load_preset() -> dict[str, Any]:
+    """The default ``slices-2d`` plan, read from :data:`PRESET_PATH`."""
+    with PRESET_PATH.open() as f:
+        plan: dict[str, Any] = yaml.safe_load(f)
+    return plan
+
+
+def cross_validate(
+    data_dir: Path,
+    plan: dict[str, Any],
+    folds: list[int] | None = None,
+    control: bool = False,
+    progress: bool = False,
+) -> tuple[list[str], list[npt.NDArray[np.bool_]], list[FoldResult]]:
+    """Run the cross-validation; returns the case ids, the masks and the trained folds."""
+    cases = find_slice_cases(data_dir)
+    pairs = load_labelled(cases)
+    k = plan["training"]["folds"]
+    if len(cases) < k:
+        raise ValueError(f"{data_dir}: {len(cases)} slices, fewer than {k} folds")
+    size = plan["image_size"]
+    images, masks, shapes = prepare([p[0] for p in pairs], [p[1] for p in pairs], size)
+    extra = read_unlabelled(data_dir, plan)
+    unlabelled = to_tensor(extra, size, mask=False) if extra else None
+    assignment = fold_assignment(len(cases), k, plan["training"]["split_seed"])
+    results = []
+    for fold in folds if folds is not None else list(range(k)):
+        if not 0 <= fold < k:
+            raise ValueError(f"fold {fold} out of range 0..{k - 1}")
+        start = time.perf_counter()
+        result = run_fold(
+            fold, assignment, images, masks, shapes, unlabelled, plan, control, progress
+        )
+        truths = [pairs[i][1] for i in result.val_index]
+        score = np.mean(
+            [dice(p >= 0.5, t) for p, t in zip(result.probs["final"], truths, strict=True)]
+        )
+        elapsed = time.perf_counter() - start
+        print(f"fold {fold}: Dice {score:.4f} ({len(truths)} slices, {elapsed:.0f}s)", flush=True)
+        results.append(result)
+    return [c.case_id for c in cases], [p[1] for p in pairs], results
+
+
+def train_slices_2d(
+    data_dir: Path, model_dir: Path, plan: dict[str, Any], folds: list[int] | None, progress: bool
+) -> None:
+    """Cross-validate the slices-2d recipe on ``data_dir`` and write the fold models.
+
+    Parameters
+    ----------
+    data_dir
+        Folder with ``images/`` (PNG/JPG) and ``lesion/`` (or ``labels/``) masks, 0/255.
+    model_dir
+        Output folder (created): ``plan.yaml``, ``fold_K/model.pt``, ``cv_report.json/.csv``.
+    plan
+        The preset (see :func:`load_preset`).
+    folds
+        Folds to train (``None``: all).
+    progress
+        Print the training loss every 50 iterations.
+
+    Examples
+    --------
+    >>> train_slices_2d(Path("medseg/train"), Path("model"), load_preset(), None, True)
+    ... # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    ids, truths, results = cross_validate(data_dir, plan, folds, progress=progress)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        (model_dir / f"fold_{result.fold}").mkdir(exist_ok=True)
+        torch.save(result.state, model_dir / f"fold_{result.fold}" / "model.pt")
+    index = [i for r in results for i in r.val_index]
+    probs = [p for r in results for p in r.probs["final"]]
+    fold_of = {i: r.fold for r in results for i in r.val_index}
+    threshold = plan["inference"]["threshold"]
+    min_area, pp_scores = choose_min_area(probs, [truths[i] for i in index], threshold)
+    rows = [
+        {
+            "case_id": ids[i],
+            "fold": fold_of[i],
+            "dice": dice(p >= threshold, truths[i]),
+            "dice_postprocessed": dice(segment(p, threshold, min_area), truths[i]),
+            "dice_no_tta": dice(r_no_tta >= threshold, truths[i]),
+        }
+        for i, p, r_no_tta in zip(
+            index, probs, [q for r in results for q in r.probs["no_tta"]], strict=True
+        )
+    ]
+    per_fold = {
+        r.fold: float(np.mean([row["dice"] for row in rows if row["fold"] == r.fold]))
+        for r in results
+    }
+    report = {
+        "metric": "mean per-slice Dice at threshold 0.5 (both empty = 1), out-of-fold, mirror TTA",
+        "dice_per_fold": per_fold,
+        "dice_mean": float(np.mean([row["dice"] for row in rows])),
+        "dice_mean_no_tta": float(np.mean([row["dice_no_tta"] for row in rows])),
+        "dice_mean_postprocessed": pp_scores[min_area],
+        "postprocessing_scores": {str(k): v for k, v in pp_scores.items()},
+        "min_area_fraction": min_area,
+        "train_seconds": time.perf_counter() - start,
+        "slices": rows,
+    }
+    (model_dir / "cv_report.json").write_text(json.dumps(report, indent=2))
+    with (model_dir / "cv_report.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    saved = {**plan, "preset": "slices-2d", "dimensions": 2, "hu_window": list(HU_WINDOW)}
+    saved["inference"] = {**plan["inference"], "min_area_fraction": min_area}
+    saved["folds_trained"] = [r.fold for r in results]
+    (model_dir / "plan.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    for fold, score in per_fold.items():
+        print(f"CV Dice fold {fold}: {score:.4f}")
+    print(
+        f"CV Dice mean: {report['dice_mean']:.4f} (no TTA {report['dice_mean_no_tta']:.4f}; "
+        f"post-processed, min area {min_area:g}: {report['dice_mean_postprocessed']:.4f}); "
+        f"{report['train_seconds']:.0f}s",
+        flush=True,
+    )
+
+
+def _read_for_prediction(path: Path) -> tuple[npt.NDArray[np.uint8], tuple[slice, slice] | None]:
+    """The 8-bit slice to segment and, for HU (DICOM) input, the body box it was cropped to."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        hu = read_hu(path)
+        return hu_to_8bit(hu), body_box(hu)
+    return read_slice(path), None
+
+
+def _expand(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            folder = path / "images" if (path / "images").is_dir() else path
+            files += list_images(folder)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"{path}: no such file or folder")
+    if not files:
+        raise ValueError(f"no PNG/JPG/DICOM slices in {', '.join(map(str, inputs))}")
+    return files
+
+
+def predict_slices_2d(
+    inputs: list[Path], model_dir: Path, out_dir: Path, progress: bool
+) -> list[Path]:
+    """Segment slices with the fold ensemble; write ``out_dir/<stem>.png`` (0/255, input size).
+
+    Parameters
+    ----------
+    inputs
+        PNG/JPG/DICOM slices or folders of them (a folder's ``images/`` if it has one).
+    model_dir
+        A folder written by :func:`train_slices_2d`.
+
+    Returns
+    -------
+    list of Path
+        The masks written, in input order.
+    """
+    plan_path = model_dir / "plan.yaml"
+    if not plan_path.is_file():
+        raise ValueError(f"{plan_path}: not found (train with --preset slices-2d first)")
+    plan = yaml.safe_load(plan_path.read_text())
+    weights = sorted(model_dir.glob("fold_*/model.pt"))
+    if not weights:
+        raise ValueError(f"{model_dir}: no fold_*/model.pt")
+    nets = []
+    for w in weights:
+        net = make_network(plan["network"])
+        net.load_state_dict(torch.load(w, map_location="cpu", weights_only=True))
+        nets.append(net.eval())
+    inference = plan["inference"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in _expand(inputs):
+        image, box = _read_for_prediction(path)
+        x = to_tensor([image], plan["image_size"], mask=False)
+        prob = restore_size(
+            predict_probs(nets, x, inference["tta"], plan["training"]["bf16"])[0], image.shape
+        )
+        mask = segment(prob, inference["threshold"], inference.get("min_area_fraction", 0.0))
+        if box is not None:
+            full = np.zeros(read_hu(path).shape, dtype=bool)
+            full[box] = mask
+            mask = full
+        target = out_dir / f"{path.stem}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(target)
+        written.append(target)
+        if progress:
+            print(f"{path.name} -> {target} ({mask.mean():.1%} lesion)", flush=True)
+    return written

@@ -1,0 +1,123 @@
+"""K-fold cross-validation of the ``slices-2d`` recipe, with the optional pseudo-label stage.
+
+Each fold trains a teacher on the other folds' slices; with pseudo-labels enabled, the teacher
+labels the unlabelled slices (mirror TTA, threshold 0.5) and is fine-tuned on labelled plus
+pseudo-labelled slices. Out-of-fold probabilities are kept at the slices' original sizes, so the
+Dice is measured exactly as it would be on new slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from covseg.model.slices2d_data import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_slice
+from covseg.model.slices2d_net import predict_probs, restore_size, to_tensor, train_network
+
+
+@dataclass
+class FoldResult:
+    """A trained fold: its validation slices, final weights and out-of-fold probability maps.
+
+    ``probs`` maps a variant name to one probability map per validation slice: ``final`` (the
+    fold model with TTA), ``no_tta``, and with pseudo-labels ``teacher`` (before fine-tuning)
+    and, when asked for, ``control`` (fine-tuned as long, without the pseudo-labelled slices).
+    """
+
+    fold: int
+    val_index: list[int]
+    state: dict[str, torch.Tensor]
+    probs: dict[str, list[npt.NDArray[np.float32]]] = field(default_factory=dict)
+
+
+def fold_assignment(n: int, folds: int, seed: int) -> npt.NDArray[np.int64]:
+    """Fold number of each of ``n`` slices: a seeded shuffle dealt round-robin."""
+    order = np.random.default_rng(seed).permutation(n)
+    assignment = np.empty(n, dtype=np.int64)
+    assignment[order] = np.arange(n) % folds
+    return assignment
+
+
+def unlabelled_images(data_dir: Path, plan: dict[str, Any]) -> list[npt.NDArray[np.uint8]]:
+    """The 8-bit unlabelled slices for pseudo-labelling (DICOM in HU converted), or none.
+
+    ``pseudo_labels.unlabelled_dir`` is read relative to ``data_dir``; its files may lie in
+    sub-folders (one per patient).
+    """
+    cfg = plan.get("pseudo_labels", {})
+    if not cfg.get("enabled"):
+        return []
+    folder = (data_dir / cfg["unlabelled_dir"]).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: unlabelled folder for pseudo-labels not found")
+    suffixes = IMAGE_SUFFIXES + DICOM_SUFFIXES
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise ValueError(f"{folder}: no PNG/JPG/DICOM slices for pseudo-labels")
+    return [read_slice(p) for p in files]
+
+
+def _oof(
+    nets: list[torch.nn.Module],
+    images: torch.Tensor,
+    shapes: list[tuple[int, ...]],
+    tta: bool,
+    bf16: bool,
+) -> list[npt.NDArray[np.float32]]:
+    probs = predict_probs(nets, images, tta=tta, bf16=bf16)
+    return [restore_size(p, s) for p, s in zip(probs, shapes, strict=True)]
+
+
+def run_fold(
+    fold: int,
+    assignment: npt.NDArray[np.int64],
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    shapes: list[tuple[int, ...]],
+    unlabelled: torch.Tensor | None,
+    plan: dict[str, Any],
+    control: bool = False,
+    log: bool = False,
+) -> FoldResult:
+    """Train fold ``fold`` (teacher, then the pseudo-label stage if ``unlabelled`` is given)."""
+    train_idx = torch.from_numpy(np.flatnonzero(assignment != fold))
+    val_index = np.flatnonzero(assignment == fold).tolist()
+    val_images, val_shapes = images[val_index], [shapes[i] for i in val_index]
+    seed = plan["training"]["seed"] * 100 + fold
+    bf16 = plan["training"]["bf16"]
+    net = train_network(images[train_idx], masks[train_idx], plan, seed, log=log)
+    result = FoldResult(fold, val_index, net.state_dict())
+    if unlabelled is not None:
+        result.probs["teacher"] = _oof([net], val_images, val_shapes, True, bf16)
+        pseudo = (predict_probs([net], unlabelled, tta=True, bf16=bf16) >= 0.5).float()[:, None]
+        steps = plan["pseudo_labels"]["iterations"]
+        if control:
+            ctrl = train_network(
+                images[train_idx], masks[train_idx], plan, seed + 1, result.state, steps
+            )
+            result.probs["control"] = _oof([ctrl], val_images, val_shapes, True, bf16)
+        net = train_network(
+            torch.cat([images[train_idx], unlabelled]),
+            torch.cat([masks[train_idx], pseudo]),
+            plan,
+            seed + 1,
+            result.state,
+            steps,
+        )
+        result.state = net.state_dict()
+    result.probs["final"] = _oof([net], val_images, val_shapes, True, bf16)
+    result.probs["no_tta"] = _oof([net], val_images, val_shapes, False, bf16)
+    return result
+
+
+def prepare(
+    images: list[npt.NDArray[np.uint8]], masks: list[npt.NDArray[np.bool_]], size: int
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]]:
+    """Resized image and mask tensors (N, 1, S, S) and the original shapes."""
+    shapes = [tuple(i.shape) for i in images]
+    return to_tensor(images, size, mask=False), to_tensor(masks, size, mask=True), shapes

@@ -1,0 +1,158 @@
+"""Read 2D CT slices and their lesion masks for the ``slices-2d`` preset.
+
+A slice folder holds ``images/`` (PNG/JPG, 8-bit) and ``lesion/`` (or ``labels/``) with masks of
+the same file stem, values 0/255 (0/1 also accepted). Unlabelled HU slices (DICOM) are converted
+to the 8-bit appearance of the MedSeg slices: cropped to the body and windowed (see
+:data:`HU_WINDOW` and ``docs/slices2d.md`` for how the window was estimated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from scipy import ndimage
+
+#: Suffixes read as 8-bit slices.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Suffixes read as HU slices.
+DICOM_SUFFIXES = (".dcm",)
+#: Mask folder names, in order of preference.
+MASK_FOLDERS = ("lesion", "labels")
+#: HU window (low, high) mapped to 0..255, fitted so that body-cropped NY-SBU slices match the
+#: pooled intensity histogram of the MedSeg slices (:func:`fit_hu_window`).
+HU_WINDOW = (-1100.0, 300.0)
+
+
+@dataclass(frozen=True)
+class SliceCase:
+    """One labelled slice: its id (the file stem), image path and mask path."""
+
+    case_id: str
+    image: Path
+    mask: Path
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files (PNG/JPG/DICOM) directly in ``folder``, sorted by name."""
+    suffixes = IMAGE_SUFFIXES + DICOM_SUFFIXES
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def find_slice_cases(folder: Path) -> list[SliceCase]:
+    """Pair every image in ``folder/images`` with its mask in ``folder/lesion`` (or ``labels``).
+
+    Raises
+    ------
+    ValueError
+        If a folder is missing or an image has no mask; the message names the file.
+    """
+    images_dir = folder / "images"
+    if not images_dir.is_dir():
+        raise ValueError(f"{folder}: no images/ folder")
+    mask_dir = next((folder / m for m in MASK_FOLDERS if (folder / m).is_dir()), None)
+    if mask_dir is None:
+        raise ValueError(f"{folder}: no lesion/ or labels/ folder")
+    masks = {p.stem: p for p in list_images(mask_dir)}
+    cases = []
+    for image in list_images(images_dir):
+        if image.stem not in masks:
+            raise ValueError(f"{image}: no mask {mask_dir / image.stem}.png")
+        cases.append(SliceCase(image.stem, image, masks[image.stem]))
+    if not cases:
+        raise ValueError(f"{images_dir}: no PNG/JPG images")
+    return cases
+
+
+def read_slice(path: Path) -> npt.NDArray[np.uint8]:
+    """Read a slice as a 2D uint8 array: 8-bit files as grey, DICOM (HU) via :func:`hu_to_8bit`."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return hu_to_8bit(read_hu(path))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from err
+
+
+def read_mask(path: Path, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """Read a 0/255 (or 0/1) lesion mask and check it matches the image ``shape``.
+
+    Raises
+    ------
+    ValueError
+        If the mask's size differs from the image's or it holds other values.
+    """
+    with Image.open(path) as im:
+        mask = np.asarray(im.convert("L") if im.mode not in ("L", "1", "P") else im)
+    if mask.ndim != 2 or mask.shape != shape:
+        raise ValueError(f"{path}: mask size {mask.shape[::-1]} differs from image {shape[::-1]}")
+    values = set(np.unique(mask).tolist())
+    if not (values <= {0, 255} or values <= {0, 1}):
+        raise ValueError(f"{path}: mask values must be 0/255 (or 0/1), found {sorted(values)[:8]}")
+    return mask > 0
+
+
+def read_hu(path: Path) -> npt.NDArray[np.float32]:
+    """Read one DICOM slice in HU (rescale slope/intercept applied by SimpleITK)."""
+    import SimpleITK as sitk
+
+    try:
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not a readable DICOM slice ({err})") from err
+    return np.asarray(array, dtype=np.float32).reshape(array.shape[-2:])
+
+
+def body_box(hu: npt.NDArray[np.float32]) -> tuple[slice, slice]:
+    """Bounding box of the body: the largest component above -500 HU, holes filled."""
+    labels, count = ndimage.label(ndimage.binary_opening(hu > -500, iterations=2))
+    if count == 0:
+        return slice(None), slice(None)
+    sizes = ndimage.sum_labels(np.ones_like(hu), labels, index=np.arange(1, count + 1))
+    body = labels == 1 + int(np.argmax(sizes))
+    rows, cols = np.nonzero(body)
+    return slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
+
+
+def hu_to_8bit(
+    hu: npt.NDArray[np.float32], window: tuple[float, float] = HU_WINDOW
+) -> npt.NDArray[np.uint8]:
+    """Crop an HU slice to the body and window it to 0..255, like the MedSeg slices."""
+    crop = hu[body_box(hu)]
+    low, high = window
+    return np.round(np.clip((crop - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def fit_hu_window(
+    images: list[npt.NDArray[np.uint8]], hu_slices: list[npt.NDArray[np.float32]], step: float = 25
+) -> tuple[float, float]:
+    """The HU window that makes body-cropped HU slices look like the 8-bit ``images``.
+
+    Grid search over (low, high) minimising the L1 distance between the cumulative grey-level
+    histograms of the windowed HU pixels and the 8-bit pixels, both pooled over all slices.
+    """
+    target = np.cumsum(np.bincount(np.concatenate([i.ravel() for i in images]), minlength=256))
+    target = target / target[-1]
+    hu = np.concatenate([s[body_box(s)].ravel() for s in hu_slices])
+    best = (np.inf, HU_WINDOW)
+    for low in np.arange(-1500, -800 + step, step):
+        for high in np.arange(-200, 500 + step, step):
+            grey = np.round(np.clip((hu - low) / (high - low), 0, 1) * 255).astype(np.int64)
+            cdf = np.cumsum(np.bincount(grey, minlength=256)) / grey.size
+            distance = float(np.abs(cdf - target).sum())
+            if distance < best[0]:
+                best = (distance, (float(low), float(high)))
+    return best[1]
+
+
+def load_labelled(cases: list[SliceCase]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read and check every (image, mask) pair; raises ValueError naming a bad file."""
+    pairs = []
+    for case in cases:
+        image = read_slice(case.image)
+        pairs.append((image, read_mask(case.mask, image.shape)))
+    return pairs

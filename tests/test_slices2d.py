@@ -1,0 +1,131 @@
+"""The ``slices-2d`` preset: slice folders, bad input, a tiny training run and prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from covseg.model.slices2d import load_preset, predict_slices_2d, train_slices_2d
+from covseg.model.slices2d_data import find_slice_cases, hu_to_8bit, load_labelled, read_mask
+from covseg.model.slices2d_eval import choose_min_area, dice, remove_small
+
+
+def _disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A grey 'body' with one bright disk (the lesion) on noise: an easy synthetic case."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = rng.uniform(0.3, 0.7) * shape[0], rng.uniform(0.3, 0.7) * shape[1]
+    radius = rng.uniform(0.1, 0.2) * min(shape)
+    mask = (rows - cy) ** 2 + (cols - cx) ** 2 < radius**2
+    image = 60 + 120 * mask + rng.normal(0, 12, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def _write_folder(root: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "lesion").mkdir()
+    for i in range(n):
+        shape = (int(rng.integers(40, 80)), int(rng.integers(40, 80)))
+        image, mask = _disk_slice(rng, shape)
+        Image.fromarray(image).save(root / "images" / f"{i}.jpg", quality=95)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "lesion" / f"{i}.png")
+    return root
+
+
+def _tiny_plan() -> dict[str, Any]:
+    plan = load_preset()
+    plan["image_size"] = 48
+    plan["network"]["features"] = [8, 8, 16, 16, 32, 8]
+    plan["training"].update(folds=2, iterations=60, batch_size=4, learning_rate=0.01)
+    return plan
+
+
+def test_find_slice_cases_missing_mask_names_file(tmp_path: Path) -> None:
+    root = _write_folder(tmp_path / "data", 3)
+    (root / "lesion" / "1.png").unlink()
+    with pytest.raises(ValueError, match=r"1\.jpg: no mask"):
+        find_slice_cases(root)
+
+
+def test_mask_of_other_size_names_file(tmp_path: Path) -> None:
+    root = _write_folder(tmp_path / "data", 2)
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(root / "lesion" / "0.png")
+    with pytest.raises(ValueError, match=r"0\.png: mask size \(7, 5\) differs"):
+        load_labelled(find_slice_cases(root))
+
+
+def test_mask_with_other_values_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.png"
+    Image.fromarray(np.array([[0, 128], [255, 0]], np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"m\.png: mask values must be 0/255.*128"):
+        read_mask(path, (2, 2))
+
+
+def test_hu_to_8bit_crops_to_body_and_windows() -> None:
+    hu = np.full((64, 64), -1000.0, np.float32)
+    hu[10:50, 20:40] = 40.0  # body
+    hu[20:30, 25:35] = -850.0  # lung inside it
+    out = hu_to_8bit(hu, window=(-1100.0, 300.0))
+    assert out.shape == (40, 20)
+    assert out[0, 0] == round(1140 / 1400 * 255)
+    assert out[15, 10] == round(250 / 1400 * 255)
+
+
+def test_dice_convention_and_small_components() -> None:
+    empty = np.zeros((4, 4), bool)
+    assert dice(empty, empty) == 1.0
+    assert dice(empty, ~empty) == 0.0
+    mask = np.zeros((100, 100), bool)
+    mask[:20, :20] = True
+    mask[50, 50] = True
+    assert remove_small(mask, 0.001).sum() == 400
+    best, scores = choose_min_area([mask.astype(float)], [remove_small(mask, 0.001)])
+    assert best > 0 and scores[best] == 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    data = _write_folder(tmp_path_factory.mktemp("slices") / "train", 8)
+    model = tmp_path_factory.mktemp("model")
+    train_slices_2d(data, model, _tiny_plan(), None, progress=False)
+    return data, model
+
+
+def test_tiny_training_learns_the_easy_case(tiny_model: tuple[Path, Path]) -> None:
+    _, model = tiny_model
+    report = json.loads((model / "cv_report.json").read_text())
+    assert set(report["dice_per_fold"]) == {"0", "1"}
+    assert len(report["slices"]) == 8
+    # An untrained network scores about the lesion fraction (~0.1); the disks are easy.
+    assert report["dice_mean"] > 0.6
+    plan = yaml.safe_load((model / "plan.yaml").read_text())
+    assert plan["preset"] == "slices-2d" and plan["dimensions"] == 2
+    assert sorted(p.parent.name for p in model.glob("fold_*/model.pt")) == ["fold_0", "fold_1"]
+
+
+def test_predict_writes_masks_of_input_size(tiny_model: tuple[Path, Path], tmp_path: Path) -> None:
+    data, model = tiny_model
+    written = predict_slices_2d([data], model, tmp_path / "out", progress=False)
+    assert [p.name for p in written] == [f"{i}.png" for i in sorted(map(str, range(8)))]
+    for path in written:
+        mask = np.asarray(Image.open(path))
+        with Image.open(data / "images" / f"{path.stem}.jpg") as image:
+            assert mask.shape == image.size[::-1]
+        assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_predict_without_model_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="plan.yaml: not found"):
+        predict_slices_2d([tmp_path], tmp_path, tmp_path / "out", progress=False)
+
+
+def test_real_medseg_folder_is_found(shared_data: Path) -> None:
+    cases = find_slice_cases(shared_data / "medseg" / "train")
+    assert len(cases) == 50
+    assert all(c.mask.parent.name == "lesion" for c in cases)
