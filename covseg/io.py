@@ -2,12 +2,19 @@
 
 A :class:`Volume` is an array plus the affine that places each voxel in the world (RAS+, mm, the
 NIfTI/nibabel convention). The array keeps the file's voxel index order (i, j, k); volumes read
-with SimpleITK (NRRD, MHA, DICOM series), whose arrays come as (k, j, i), are transposed to match,
-and their LPS geometry is converted to RAS+.
+with SimpleITK (NRRD, MHA, DICOM files and series), whose arrays come as (k, j, i), are transposed
+to match, and their LPS geometry is converted to RAS+.
+
+2D slices (PNG, JPG) have no spacing: they are read as grayscale 2D volumes in the image's own
+order (axis 0 = row from the top, axis 1 = column from the left, as PIL and numpy give them) with
+an identity affine, so one "mm" is one pixel. Colour images become 8-bit luminance; palette images
+keep their indices (label maps). 2D masks are written as 8-bit PNG with values 0/255.
 """
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +23,12 @@ import numpy.typing as npt
 
 #: File suffixes read with nibabel.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: File suffixes read with SimpleITK.
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: File suffixes read with SimpleITK (``.dcm``: one DICOM slice; a folder: one DICOM series).
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+#: 2D image suffixes read with Pillow (grayscale, no spacing).
+SLICE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Every file suffix :func:`read_volume` knows.
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + SLICE_SUFFIXES
 #: RAS+ <-> LPS: flip the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -107,37 +118,65 @@ class Volume:
         )
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
+def image_suffix(path: str | Path) -> str:
+    """The lower-case image suffix of ``path`` (``".nii.gz"`` is one), else its last suffix."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
         if name.endswith(suffix):
             return suffix
-    return path.suffix.lower()
+    return Path(name).suffix
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when ``path`` has a suffix :func:`read_volume` reads (the content is not checked)."""
+    return image_suffix(path) in IMAGE_SUFFIXES
+
+
+def _describe(exc: BaseException) -> str:
+    """One line saying what is wrong (SimpleITK's messages span several lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    itk = [line for line in lines if line.startswith("sitk::ERROR:")]
+    text = itk[0].removeprefix("sitk::ERROR:").strip() if itk else (lines or ["no details"])[0]
+    if isinstance(exc, EOFError):
+        return f"truncated file ({text[:200]})"
+    if isinstance(exc, zlib.error | gzip.BadGzipFile):
+        return f"corrupt compressed data ({text[:200]})"
+    return f"{exc.__class__.__name__}: {text[:200]}"
 
 
 def read_volume(path: str | Path) -> Volume:
-    """Read a NIfTI file, an NRRD/MHA file, or a folder holding one DICOM series.
+    """Read a NIfTI, NRRD/MHA, DICOM or PNG/JPG file, or a folder holding one DICOM series.
 
     Raises
     ------
     VolumeReadError
-        When the path is missing, not an image, corrupt or truncated; the message names the file.
+        When the path is missing, empty, not an image, corrupt or truncated; the one-line message
+        names the file.
+
+    Examples
+    --------
+    >>> ct = read_volume("volume-covid19-A-0003_ct.nii.gz")  # doctest: +SKIP
+    >>> ct.spacing  # doctest: +SKIP
+    (0.74, 0.74, 5.0)
     """
     path = Path(path)
     if not path.exists():
         raise VolumeReadError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise VolumeReadError(f"{path}: empty file")
     try:
         if path.is_dir():
             return _read_dicom_series(path)
-        if _suffix(path) in NIFTI_SUFFIXES:
+        suffix = image_suffix(path)
+        if suffix in NIFTI_SUFFIXES:
             return _read_nifti(path)
+        if suffix in SLICE_SUFFIXES:
+            return _read_slice(path)
         return _read_itk(path)
     except VolumeReadError:
         raise
-    except Exception as exc:  # nibabel/SimpleITK/zlib raise many types for broken files
-        raise VolumeReadError(
-            f"{path}: cannot read image ({exc.__class__.__name__}: {exc})"
-        ) from exc
+    except Exception as exc:  # nibabel/SimpleITK/zlib/PIL raise many types for broken files
+        raise VolumeReadError(f"{path}: cannot read image, {_describe(exc)}") from exc
 
 
 def _read_nifti(path: Path) -> Volume:
@@ -151,10 +190,23 @@ def _read_nifti(path: Path) -> Volume:
     return Volume(np.asarray(array), np.asarray(affine, dtype=np.float64))
 
 
+def _read_slice(path: Path) -> Volume:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        # Grayscale keeps its values; a palette image keeps its indices (label maps such as
+        # MedSeg's classes/ are stored that way); colour and 1-bit images become 8-bit luminance.
+        gray = img if img.mode in ("L", "P", "I;16", "I", "F") else img.convert("L")
+        array = np.asarray(gray)
+    return Volume(np.ascontiguousarray(array), np.eye(4))
+
+
 def _itk_to_volume(image: object) -> Volume:
     import SimpleITK as sitk
 
     assert isinstance(image, sitk.Image)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{image.GetNumberOfComponentsPerPixel()} components a voxel, expected 1")
     array = sitk.GetArrayFromImage(image)  # (k, j, i)
     array = np.ascontiguousarray(array.transpose(tuple(range(array.ndim))[::-1]))
     dim = image.GetDimension()
@@ -186,27 +238,65 @@ def _read_dicom_series(folder: Path) -> Volume:
     if len(series) > 1:
         raise VolumeReadError(f"{folder}: {len(series)} DICOM series found, expected one")
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    volume = _itk_to_volume(reader.Execute())
-    # HU = stored * slope + intercept is applied by GDCM; keep integers compact when possible.
-    return volume
+    # GDCM applies HU = stored * RescaleSlope + RescaleIntercept and sorts slices by position.
+    return _itk_to_volume(reader.Execute())
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write a volume as NIfTI (``.nii``/``.nii.gz``) or NRRD/MHA, keeping its geometry exactly."""
+    """Write a volume, keeping its geometry.
+
+    NIfTI (``.nii``/``.nii.gz``) stores the affine as float32, so geometry survives to float32
+    precision (about 1e-5 mm at 200 mm from the origin); NRRD/MHA keep float64. ``.png`` writes a
+    2D uint8/uint16 image (no geometry). Boolean arrays are written as uint8.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if _suffix(path) in NIFTI_SUFFIXES:
-        import nibabel as nib
-
-        img = nib.Nifti1Image(volume.array, volume.affine)
-        img.set_qform(volume.affine, code=1)
-        img.set_sform(volume.affine, code=1)
-        nib.save(img, str(path))
-    elif _suffix(path) in ITK_SUFFIXES:
+    suffix = image_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        _write_nifti(volume, path)
+    elif suffix in ITK_SUFFIXES and suffix != ".dcm":
         _write_itk(volume, path)
+    elif suffix == ".png":
+        _write_png(volume.array, path)
     else:
-        raise ValueError(f"{path}: unknown image format (use .nii.gz, .nii, .nrrd or .mha)")
+        raise ValueError(f"{path}: unknown image format (use .nii.gz, .nii, .nrrd, .mha or .png)")
     return path
+
+
+def _nifti_array(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """The array in a dtype NIfTI readers accept (no bool, float16 or 64-bit integers)."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    if array.dtype in (np.int64, np.uint64):
+        small = np.int32 if array.dtype == np.int64 else np.uint32
+        if array.size and (array.min() < np.iinfo(small).min or array.max() > np.iinfo(small).max):
+            raise ValueError(f"values outside the {np.dtype(small).name} range")
+        return array.astype(small)
+    return array
+
+
+def _write_nifti(volume: Volume, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(_nifti_array(volume.array), volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+
+
+def _write_png(array: npt.NDArray[np.generic], path: Path) -> None:
+    from PIL import Image
+
+    if array.ndim != 2:
+        raise ValueError(f"{path}: PNG holds 2D images, got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: PNG holds uint8 or uint16 pixels, got {array.dtype}")
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
 
 
 def _write_itk(volume: Volume, path: Path) -> None:
@@ -227,7 +317,15 @@ def _write_itk(volume: Volume, path: Path) -> None:
 
 
 def write_mask(mask: npt.NDArray[np.generic], reference: Volume, path: str | Path) -> Path:
-    """Write a mask as uint8 with ``reference``'s geometry, so it overlays the CT in any viewer."""
+    """Write a mask as uint8 with ``reference``'s geometry, so it overlays the CT in any viewer.
+
+    A ``.png`` path writes a binary 2D mask as 0/255 (how 2D slice datasets store lesion masks).
+    """
+    mask = np.asarray(mask)
     if mask.shape != reference.shape:
         raise ValueError(f"{path}: mask shape {mask.shape} differs from image {reference.shape}")
-    return write_volume(Volume(np.asarray(mask).astype(np.uint8), reference.affine.copy()), path)
+    if image_suffix(path) == ".png":
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"{path}: a PNG mask must be binary (0/1 or bool)")
+        return write_volume(Volume((mask != 0).astype(np.uint8) * 255), path)
+    return write_volume(Volume(mask.astype(np.uint8), reference.affine.copy()), path)
