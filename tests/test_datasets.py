@@ -1,4 +1,4 @@
-"""covseg.datasets: each layout yields the right cases, ids and sources; bad folders fail clearly."""
+"""covseg.datasets: each layout gives the right cases, ids and sources; bad folders fail clearly."""
 
 from pathlib import Path
 
