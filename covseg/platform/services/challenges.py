@@ -1,0 +1,269 @@
+"""Challenges and phases: creation from a spec, organizer rights, visibility, the audit log."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import zipfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from covseg.platform.config import Settings
+from covseg.platform.models import (
+    AuditEvent,
+    Case,
+    Challenge,
+    ChallengeOrganizer,
+    Phase,
+    PhaseKind,
+    User,
+    utcnow,
+)
+from covseg.platform.services.errors import Conflict, Forbidden, Invalid, NotFound
+
+#: Metrics a board may show, with whether smaller is better.
+METRICS: dict[str, bool] = {
+    "dice": False,
+    "nsd": False,
+    "nave": True,
+    "hd95": True,
+    "assd": True,
+    "lesion_sensitivity": False,
+    "lesion_precision": False,
+    "lesion_f1": False,
+    "fp_lesions": True,
+}
+DEFAULT_METRICS = ["dice", "nsd", "nave", "hd95"]
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_MASK_SUFFIXES = ("_seg.nii.gz", ".nii.gz", "_seg.nii", ".nii")
+
+
+def case_id_of(filename: str) -> str | None:
+    """Case id of a mask file name (``X_seg.nii.gz``, ``X.nii.gz``, ``X.nii``), else ``None``."""
+    for suffix in _MASK_SUFFIXES:
+        if filename.endswith(suffix) and len(filename) > len(suffix):
+            return filename[: -len(suffix)]
+    return None
+
+
+def get_challenge(db: Session, slug: str) -> Challenge:
+    """The challenge with this slug."""
+    challenge = db.scalar(select(Challenge).where(Challenge.slug == slug))
+    if challenge is None:
+        raise NotFound(f"no challenge {slug!r}")
+    return challenge
+
+
+def get_phase(db: Session, challenge: Challenge, slug: str) -> Phase:
+    """The phase ``slug`` of a challenge."""
+    phase = db.scalar(select(Phase).where(Phase.challenge_id == challenge.id, Phase.slug == slug))
+    if phase is None:
+        raise NotFound(f"no phase {slug!r} in {challenge.slug}")
+    return phase
+
+
+def is_organizer(db: Session, user: User | None, challenge: Challenge) -> bool:
+    """Whether ``user`` runs this challenge (site admins run every challenge)."""
+    if user is None:
+        return False
+    if user.is_admin:
+        return True
+    return db.get(ChallengeOrganizer, (challenge.id, user.id)) is not None
+
+
+def require_organizer(db: Session, user: User | None, challenge: Challenge) -> User:
+    """Refuse anyone who is not an organizer of ``challenge``."""
+    if user is None or not is_organizer(db, user, challenge):
+        raise Forbidden("only the challenge's organizers may do this")
+    return user
+
+
+def record(
+    db: Session, actor: User | None, challenge: Challenge | None, action: str, detail: str = ""
+) -> None:
+    """Write one entry of the audit log (who, what, when)."""
+    db.add(
+        AuditEvent(
+            challenge_id=challenge.id if challenge else None,
+            user_id=actor.id if actor else None,
+            action=action,
+            detail=detail,
+        )
+    )
+
+
+def audit_log(db: Session, actor: User, challenge: Challenge) -> list[AuditEvent]:
+    """The challenge's audit log, newest first (organizers only)."""
+    require_organizer(db, actor, challenge)
+    rows = db.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.challenge_id == challenge.id)
+        .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    )
+    return list(rows)
+
+
+def set_board_public(db: Session, actor: User, phase: Phase, public: bool) -> None:
+    """Publish or hide a phase's leaderboard."""
+    require_organizer(db, actor, phase.challenge)
+    phase.board_public = public
+    record(db, actor, phase.challenge, "publish board" if public else "hide board", phase.slug)
+
+
+def _when(value: Any, field: str) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is None else _naive_utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    try:
+        return _when(datetime.fromisoformat(str(value)), field)
+    except ValueError as exc:
+        raise Invalid(f"{field}: not a date/time: {value!r}") from exc
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _sources(spec: Any, base: Path) -> dict[str, str]:
+    """Case -> source from a mapping or a CSV file with ``case,source`` columns."""
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        return {str(k): str(v) for k, v in spec.items()}
+    path = (base / str(spec)).resolve()
+    with path.open(newline="") as handle:
+        return {row["case"]: row["source"] for row in csv.DictReader(handle)}
+
+
+def _copy_truth(phase_spec: dict[str, Any], base: Path, dest: Path) -> list[tuple[str, Path]]:
+    """Copy a phase's ground-truth masks into the data folder; returns (case, copied path)."""
+    if "truth" not in phase_spec:
+        raise Invalid(f"phase {phase_spec.get('slug')!r}: 'truth' (folder of masks) is required")
+    folder = (base / str(phase_spec["truth"])).resolve()
+    if not folder.is_dir():
+        raise Invalid(f"phase {phase_spec.get('slug')!r}: truth folder {folder} not found")
+    dest.mkdir(parents=True, exist_ok=True)
+    cases: list[tuple[str, Path]] = []
+    for path in sorted(folder.iterdir()):
+        case = case_id_of(path.name)
+        if case is None:
+            continue
+        target = dest / f"{case}{'.nii.gz' if path.name.endswith('.gz') else '.nii'}"
+        shutil.copyfile(path, target)
+        cases.append((case, target))
+    if not cases:
+        raise Invalid(f"phase {phase_spec.get('slug')!r}: no NIfTI masks in {folder}")
+    return cases
+
+
+def _copy_downloads(paths: list[Any], base: Path, dest: Path) -> None:
+    """Copy the files participants may download; folders become one zip each."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in paths:
+        src = (base / str(item)).resolve()
+        if src.is_dir():
+            with zipfile.ZipFile(dest / f"{src.name}.zip", "w", zipfile.ZIP_STORED) as zf:
+                for path in sorted(src.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, path.relative_to(src.parent).as_posix())
+        elif src.is_file():
+            shutil.copyfile(src, dest / src.name)
+        else:
+            raise Invalid(f"download {src} not found")
+
+
+def create_challenge(
+    db: Session, settings: Settings, spec: dict[str, Any], base: Path, actor: User | None = None
+) -> Challenge:
+    """Define a challenge from a spec (the parsed ``challenge.yaml``, see ``docs/platform.md``).
+
+    Paths in the spec are relative to ``base``. Ground truth and downloads are copied into the
+    data folder, so the challenge no longer depends on where they came from.
+    """
+    slug = str(spec.get("slug", ""))
+    if not _SLUG.match(slug):
+        raise Invalid("slug: lower-case letters, digits and '-' only")
+    challenge = Challenge(
+        slug=slug,
+        title=str(spec.get("title", slug)),
+        description=str(spec.get("description", "")),
+        licence=str(spec.get("licence", "")),
+        auto_approve=bool(spec.get("auto_approve", False)),
+    )
+    db.add(challenge)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"challenge {slug!r} already exists") from exc
+    root = settings.challenge_dir(slug)
+    by_slug: dict[str, Phase] = {}
+    for item in spec.get("phases") or []:
+        phase = _make_phase(item, challenge, by_slug)
+        db.add(phase)
+        db.flush()
+        sources = _sources(item.get("sources"), base)
+        for case, path in _copy_truth(item, base, root / "truth" / phase.slug):
+            rel = path.relative_to(settings.data_dir).as_posix()
+            db.add(
+                Case(phase_id=phase.id, case_id=case, source=sources.get(case, ""), truth_path=rel)
+            )
+        by_slug[phase.slug] = phase
+    if not by_slug:
+        raise Invalid("a challenge needs at least one phase")
+    _copy_downloads(list(spec.get("downloads") or []), base, root / "downloads")
+    for email in spec.get("organizers") or []:
+        user = db.scalar(select(User).where(User.email == str(email).lower()))
+        if user is None:
+            raise Invalid(f"organizer {email} has no account")
+        db.add(ChallengeOrganizer(challenge_id=challenge.id, user_id=user.id))
+    record(db, actor, challenge, "create challenge", slug)
+    db.flush()
+    return challenge
+
+
+def _make_phase(item: dict[str, Any], challenge: Challenge, earlier: dict[str, Phase]) -> Phase:
+    slug = str(item.get("slug", ""))
+    if not _SLUG.match(slug):
+        raise Invalid(f"phase slug {slug!r}: lower-case letters, digits and '-' only")
+    kind = PhaseKind(str(item.get("kind", "validation")))
+    metrics = [str(m) for m in item.get("metrics") or DEFAULT_METRICS]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise Invalid(f"phase {slug}: unknown metrics {unknown}; known: {sorted(METRICS)}")
+    ranking = str(item.get("ranking", "mean-position"))
+    if ranking != "mean-position" and ranking not in metrics:
+        raise Invalid(f"phase {slug}: ranking must be 'mean-position' or one of its metrics")
+    requires = item.get("requires")
+    if requires is not None and str(requires) not in earlier:
+        raise Invalid(f"phase {slug}: requires unknown (or later) phase {requires!r}")
+    opens = _when(item.get("opens", utcnow()), f"{slug}.opens")
+    closes = _when(item.get("closes", datetime(2100, 1, 1)), f"{slug}.closes")
+    if closes <= opens:
+        raise Invalid(f"phase {slug}: closes before it opens")
+    return Phase(
+        challenge_id=challenge.id,
+        slug=slug,
+        title=str(item.get("title", slug.capitalize())),
+        kind=kind,
+        opens_at=opens,
+        closes_at=closes,
+        daily_limit=int(item.get("daily_limit", 1)),
+        daily_attempts=int(item.get("daily_attempts", 5)),
+        requires_phase_id=earlier[str(requires)].id if requires is not None else None,
+        board_public=bool(item.get("board_public", kind is PhaseKind.validation)),
+        ranking_method=ranking,
+        metrics=metrics,
+    )
+
+
+def downloads(settings: Settings, challenge: Challenge) -> list[Path]:
+    """The files approved participants may download."""
+    folder = settings.challenge_dir(challenge.slug) / "downloads"
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []

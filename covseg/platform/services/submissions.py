@@ -1,0 +1,164 @@
+"""Submissions: who may submit where, the daily limits, and who may see what."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from covseg.platform.config import Settings
+from covseg.platform.models import (
+    Phase,
+    Submission,
+    SubmissionStatus,
+    Team,
+    User,
+    utcnow,
+)
+from covseg.platform.services.challenges import METRICS, is_organizer
+from covseg.platform.services.errors import Forbidden, Invalid, LimitReached, NotFound, TooLarge
+from covseg.platform.services.participants import require_team, team_of
+
+WINDOW = timedelta(hours=24)
+_CHUNK = 1 << 20
+
+
+def check_can_submit(db: Session, user: User, phase: Phase) -> Team:
+    """The user's team if it may submit to ``phase`` now (limits aside), else refuse."""
+    team = require_team(db, user, phase.challenge)
+    now = utcnow()
+    if not phase.opens_at <= now < phase.closes_at:
+        raise Forbidden(f"the {phase.title} phase is not open now")
+    if phase.requires_phase_id is not None:
+        ok = db.scalar(
+            select(func.count(Submission.id)).where(
+                Submission.phase_id == phase.requires_phase_id,
+                Submission.team_id == team.id,
+                Submission.status == SubmissionStatus.succeeded,
+            )
+        )
+        if not ok:
+            raise Forbidden(
+                f"the {phase.title} phase needs a successful submission in the earlier phase first"
+            )
+    return team
+
+
+def _check_limits(db: Session, team: Team, phase: Phase) -> None:
+    since = utcnow() - WINDOW
+    recent = select(func.count(Submission.id)).where(
+        Submission.phase_id == phase.id,
+        Submission.team_id == team.id,
+        Submission.created_at > since,
+    )
+    attempts = db.scalar(recent) or 0
+    counted = db.scalar(recent.where(Submission.status != SubmissionStatus.failed)) or 0
+    if counted >= phase.daily_limit:
+        raise LimitReached(
+            f"your team has used its {phase.daily_limit} submission(s) for the last 24 hours"
+        )
+    if attempts >= phase.daily_attempts:
+        raise LimitReached(
+            f"your team has made {phase.daily_attempts} attempts in the last 24 hours"
+        )
+
+
+def _receive(upload: BinaryIO, folder: Path, limit: int) -> tuple[Path, int]:
+    """Stream an upload to a temporary file, stopping as soon as it passes ``limit`` bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as out:
+        tmp = Path(out.name)
+        try:
+            while chunk := upload.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the upload is over the limit of {limit / 1e6:.0f} MB")
+                out.write(chunk)
+        except BaseException:
+            out.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    return tmp, size
+
+
+def create_submission(
+    db: Session, settings: Settings, user: User, phase: Phase, upload: BinaryIO, filename: str
+) -> Submission:
+    """Accept an upload as a queued submission of the user's team.
+
+    The limits are checked again after the upload under a write lock on the team row (an
+    ``UPDATE`` that is the transaction's first write), so two uploads arriving at the same
+    instant are counted one after the other and cannot both pass a limit of one. The caller
+    commits, then queues the evaluation.
+    """
+    team = check_can_submit(db, user, phase)
+    _check_limits(db, team, phase)  # fail fast, before receiving a large file
+    tmp, size = _receive(
+        upload, settings.data_dir / "uploads" / "incoming", settings.max_upload_bytes
+    )
+    try:
+        db.execute(
+            update(Team).where(Team.id == team.id).values(lock_counter=Team.lock_counter + 1)
+        )
+        _check_limits(db, team, phase)
+        sub = Submission(
+            phase_id=phase.id,
+            team_id=team.id,
+            user_id=user.id,
+            filename=Path(filename or "upload.zip").name[:255],
+            size_bytes=size,
+            status=SubmissionStatus.queued,
+            created_at=utcnow(),
+        )
+        db.add(sub)
+        db.flush()
+        shutil.move(tmp, settings.upload_path(sub.id))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sub
+
+
+def get_submission(db: Session, user: User, submission_id: int) -> Submission:
+    """A submission of the user's own team (organizers see all); others look nonexistent."""
+    sub = db.get(Submission, submission_id)
+    if sub is None:
+        raise NotFound("no such submission")
+    if is_organizer(db, user, sub.phase.challenge):
+        return sub
+    team = team_of(db, user, sub.phase.challenge)
+    if team is None or team.id != sub.team_id:
+        raise NotFound("no such submission")
+    return sub
+
+
+def team_submissions(db: Session, user: User, phase: Phase) -> list[Submission]:
+    """The submissions of the user's team to a phase, newest first."""
+    team = require_team(db, user, phase.challenge)
+    return list(
+        db.scalars(
+            select(Submission)
+            .where(Submission.phase_id == phase.id, Submission.team_id == team.id)
+            .order_by(Submission.id.desc())
+        )
+    )
+
+
+def results_csv(sub: Submission) -> str:
+    """Per-case results as CSV (the columns of ``covseg evaluate``'s metrics.csv)."""
+    if not sub.results and sub.status not in (SubmissionStatus.succeeded, SubmissionStatus.failed):
+        raise Invalid("this submission has not been evaluated yet")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case", "source", *METRICS, "status", "error"])
+    for r in sub.results:
+        values = ["" if r.metrics.get(m) is None else r.metrics[m] for m in METRICS]
+        writer.writerow([r.case_id, r.source, *values, r.status, r.error])
+    return buffer.getvalue()

@@ -1,0 +1,147 @@
+"""Shared fixtures of the platform tests: a tiny challenge on a SQLite file in a temp folder.
+
+The masks are 16 x 16 x 4 voxels, so scoring a whole submission takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from covseg.platform.config import Settings
+from covseg.platform.db import make_engine, session_factory, upgrade
+from covseg.platform.models import User, utcnow
+from covseg.platform.services import accounts, challenges, participants
+
+AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+SHAPE = (16, 16, 4)
+CASES = {"case-A-001": "seen", "case-A-002": "seen", "case-B-001": "unseen"}
+PASSWORD = "correct horse battery"
+
+
+def truth_mask(seed: int) -> np.ndarray:
+    """A small box lesion whose place depends on ``seed``."""
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    x = 3 + seed % 5
+    mask[x : x + 5, 4:10, 1:3] = 1
+    return mask
+
+
+def nifti_bytes(array: np.ndarray, affine: np.ndarray = AFFINE) -> bytes:
+    """A gzipped NIfTI file in memory."""
+    return gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=1)
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    """A zip with the given member names and contents."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def good_zip(shift: int = 0) -> bytes:
+    """A valid submission: every case, a mask close to its truth."""
+    files = {}
+    for i, case in enumerate(sorted(CASES)):
+        files[f"{case}.nii.gz"] = nifti_bytes(np.roll(truth_mask(i), shift, axis=0))
+    return make_zip(files)
+
+
+def write_truth(folder: Path) -> None:
+    """Ground-truth masks named like COVID-19-20's (``<case>_seg.nii.gz``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, case in enumerate(sorted(CASES)):
+        (folder / f"{case}_seg.nii.gz").write_bytes(nifti_bytes(truth_mask(i)))
+
+
+def challenge_spec(**validation: object) -> dict[str, object]:
+    """A two-phase challenge (validation then test) on the fixture's cases."""
+    now = utcnow()
+    return {
+        "slug": "tiny",
+        "title": "Tiny challenge",
+        "licence": "CC BY 4.0",
+        "organizers": ["org@example.org"],
+        "downloads": ["train"],
+        "phases": [
+            {
+                "slug": "validation",
+                "kind": "validation",
+                "opens": now - timedelta(days=1),
+                "closes": now + timedelta(days=10),
+                "truth": "truth",
+                "sources": CASES,
+                "daily_limit": 1,
+                "daily_attempts": 3,
+                **validation,
+            },
+            {
+                "slug": "test",
+                "kind": "test",
+                "opens": now - timedelta(days=1),
+                "closes": now + timedelta(days=10),
+                "truth": "truth",
+                "sources": CASES,
+                "requires": "validation",
+                "daily_limit": 1,
+                "daily_attempts": 3,
+            },
+        ],
+    }
+
+
+@dataclass
+class Platform:
+    """A ready platform: settings, session factory and the accounts of the tiny challenge."""
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    slug: str
+
+    def db(self) -> Session:
+        """A new session."""
+        return self.factory()
+
+    def user(self, db: Session, email: str) -> User:
+        """Reload a user in ``db``."""
+        from sqlalchemy import select
+
+        found = db.scalar(select(User).where(User.email == email))
+        assert found is not None
+        return found
+
+
+def build_platform(root: Path, url: str | None = None, **validation: object) -> Platform:
+    """Data folder, migrated database, accounts (org, alice, bob, carol) and the challenge.
+
+    alice and bob are approved and each has a team; carol registered but is pending.
+    """
+    source = root / "source"
+    write_truth(source / "truth")
+    (source / "train").mkdir(parents=True)
+    (source / "train" / "case-T-001_ct.nii.gz").write_bytes(nifti_bytes(truth_mask(9)))
+    settings = Settings(data_dir=root / "data", database_url=url, stale_after_s=60)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.url)
+    upgrade(engine)
+    factory = session_factory(engine)
+    with factory() as db, db.begin():
+        org = accounts.register_user(db, "org@example.org", PASSWORD, "Organizer")
+        challenge = challenges.create_challenge(db, settings, challenge_spec(**validation), source)
+        for name in ("alice", "bob", "carol"):
+            user = accounts.register_user(db, f"{name}@example.org", PASSWORD)
+            reg = participants.request_registration(db, user, challenge, accept_licence=True)
+            if name != "carol":
+                participants.decide_registration(db, org, challenge, reg.id, approve=True)
+                participants.create_team(db, user, challenge, f"team-{name}")
+    return Platform(settings, factory, "tiny")
