@@ -49,7 +49,7 @@ def _tiny_plan() -> dict[str, Any]:
 def test_find_slice_cases_missing_mask_names_file(tmp_path: Path) -> None:
     root = _write_folder(tmp_path / "data", 3)
     (root / "lesion" / "1.png").unlink()
-    with pytest.raises(ValueError, match=r"1\.jpg: no mask"):
+    with pytest.raises(ValueError, match=r"1\.jpg: no label"):
         find_slice_cases(root)
 
 
@@ -128,4 +128,4 @@ def test_predict_without_model_is_clear(tmp_path: Path) -> None:
 def test_real_medseg_folder_is_found(shared_data: Path) -> None:
     cases = find_slice_cases(shared_data / "medseg" / "train")
     assert len(cases) == 50
-    assert all(c.mask.parent.name == "lesion" for c in cases)
+    assert all(c.label is not None and c.label.parent.name == "lesion" for c in cases)

@@ -8,7 +8,6 @@ to the 8-bit appearance of the MedSeg slices: cropped to the body and windowed (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +15,15 @@ import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage
 
+from covseg.datasets import Case, find_cases
+
 #: Suffixes read as 8-bit slices.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Suffixes read as HU slices.
 DICOM_SUFFIXES = (".dcm",)
-#: Mask folder names, in order of preference.
-MASK_FOLDERS = ("lesion", "labels")
 #: HU window (low, high) mapped to 0..255, fitted so that body-cropped NY-SBU slices match the
 #: pooled intensity histogram of the MedSeg slices (:func:`fit_hu_window`).
 HU_WINDOW = (-1100.0, 300.0)
-
-
-@dataclass(frozen=True)
-class SliceCase:
-    """One labelled slice: its id (the file stem), image path and mask path."""
-
-    case_id: str
-    image: Path
-    mask: Path
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -42,29 +32,22 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def find_slice_cases(folder: Path) -> list[SliceCase]:
-    """Pair every image in ``folder/images`` with its mask in ``folder/lesion`` (or ``labels``).
+def find_slice_cases(folder: Path) -> list[Case]:
+    """The labelled slices of ``folder`` (``images/`` with ``lesion/`` or ``labels/``).
+
+    Discovery is :func:`covseg.datasets.find_cases`; the cases come sorted by id as strings, which
+    fixes the fold assignment of :mod:`covseg.model.slices2d_cv`.
 
     Raises
     ------
     ValueError
-        If a folder is missing or an image has no mask; the message names the file.
+        If the folder has no slices or an image has no mask; the message names the file.
     """
-    images_dir = folder / "images"
-    if not images_dir.is_dir():
-        raise ValueError(f"{folder}: no images/ folder")
-    mask_dir = next((folder / m for m in MASK_FOLDERS if (folder / m).is_dir()), None)
-    if mask_dir is None:
-        raise ValueError(f"{folder}: no lesion/ or labels/ folder")
-    masks = {p.stem: p for p in list_images(mask_dir)}
-    cases = []
-    for image in list_images(images_dir):
-        if image.stem not in masks:
-            raise ValueError(f"{image}: no mask {mask_dir / image.stem}.png")
-        cases.append(SliceCase(image.stem, image, masks[image.stem]))
-    if not cases:
-        raise ValueError(f"{images_dir}: no PNG/JPG images")
-    return cases
+    cases = find_cases(folder, require_labels=True)
+    for case in cases:
+        if case.image is None or case.image.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"{case.image or case.label}: not a PNG/JPG slice with a mask")
+    return sorted(cases, key=lambda c: c.case_id)
 
 
 def read_slice(path: Path) -> npt.NDArray[np.uint8]:
@@ -149,10 +132,12 @@ def fit_hu_window(
     return best[1]
 
 
-def load_labelled(cases: list[SliceCase]) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_labelled(cases: list[Case]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read and check every (image, mask) pair; raises ValueError naming a bad file."""
     pairs = []
     for case in cases:
+        if case.image is None or case.label is None:
+            raise ValueError(f"case {case.case_id}: image or mask missing")
         image = read_slice(case.image)
-        pairs.append((image, read_mask(case.mask, image.shape)))
+        pairs.append((image, read_mask(case.label, image.shape)))
     return pairs
