@@ -147,10 +147,11 @@ def find_cases(
                 f"{first.image}: no label for case {first.case_id}"
                 + (f" (and {len(unlabelled) - 1} more)" if len(unlabelled) > 1 else "")
             )
-    return sorted(cases, key=lambda case: _natural_key(case.case_id))
+    return sorted(cases, key=lambda case: natural_key(case.case_id))
 
 
-def _natural_key(text: str) -> list[int | str]:
+def natural_key(text: str) -> list[int | str]:
+    """Sort key comparing the numbers in ``text`` as numbers (``case2`` before ``case10``)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
