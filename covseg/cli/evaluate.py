@@ -127,10 +127,10 @@ def _summary_table(summary: dict[str, Any]) -> Any:
         for subset in ("all", "seen", "unseen"):
             stats = summary[subset][metric]
             if stats["mean"] is None:
-                cells.append("-")
+                cells.append("-" + (f"\n+{stats['infinite']} inf" if stats["infinite"] else ""))
                 continue
             std = "-" if stats["std"] is None else f"{stats['std']:.3f}"
-            infinite = f" +{stats['infinite']} inf" if stats["infinite"] else ""
-            cells.append(f"{stats['mean']:.3f} ± {std}\n{stats['median']:.3f}{infinite}")
+            left_out = f" +{stats['infinite']} inf" if stats["infinite"] else ""
+            cells.append(f"{stats['mean']:.3f} ± {std}\n{stats['median']:.3f}{left_out}")
         table.add_row(metric, *cells)
     return table
