@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,6 @@ class Settings:
         every file leaves through a route that checks who asks.
     database_url
         SQLAlchemy URL; ``None`` means a SQLite file ``platform.db`` in ``data_dir``.
-    secret_key
-        Signs nothing secret by itself but seeds CSRF tokens; random per process when not given.
     session_hours
         Log-in sessions expire after this many hours (web cookie and API token alike).
     max_upload_bytes, max_unzipped_bytes, max_zip_files
@@ -34,7 +31,6 @@ class Settings:
 
     data_dir: Path = field(default_factory=lambda: Path("covseg-data"))
     database_url: str | None = None
-    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     session_hours: float = 12.0
     max_upload_bytes: int = 2 * 1024**3
     max_unzipped_bytes: int = 8 * 1024**3

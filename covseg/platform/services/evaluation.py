@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from covseg.platform.config import Settings
@@ -75,17 +75,25 @@ def _touch(factory: Factory, submission_id: int, token: str, status: SubmissionS
 
 
 def requeue_stale(factory: Factory, stale_after_s: float) -> list[int]:
-    """Return in-progress submissions with a stale heartbeat to the queue; list all queued ids."""
+    """Submissions to (re-)queue: those whose worker went silent, and those never picked up.
+
+    In-progress submissions with a heartbeat older than ``stale_after_s`` go back to
+    ``queued``; queued ones older than that (their queue message may have been lost) are
+    listed too.
+    """
     limit = utcnow() - timedelta(seconds=stale_after_s)
     with factory() as db, db.begin():
         db.execute(
             update(Submission)
             .where(Submission.status.in_(IN_PROGRESS), Submission.heartbeat_at <= limit)
-            .values(status=SubmissionStatus.queued, claim_token=None)
+            .values(status=SubmissionStatus.queued, claim_token=None, heartbeat_at=None)
         )
         ids = db.scalars(
             select(Submission.id)
-            .where(Submission.status == SubmissionStatus.queued)
+            .where(
+                Submission.status == SubmissionStatus.queued,
+                or_(Submission.created_at <= limit, Submission.attempts > 0),
+            )
             .order_by(Submission.id)
         )
         return list(ids)
