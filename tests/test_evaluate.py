@@ -1,0 +1,299 @@
+"""Batch evaluation and ``covseg evaluate``: values equal evaluate_case, bad cases fail alone."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from covseg.cli import app
+from covseg.datasets import DatasetError
+from covseg.io import Volume, write_mask, write_volume
+from covseg.metrics import evaluate_case
+from covseg.metrics.batch import COLUMNS, METRICS, evaluate_folder, score_case_files, summarize
+
+SHAPE = (20, 18, 6)
+SPACING = (0.75, 0.75, 5.0)
+ORIGIN = (-120.0, 80.5, -300.0)
+
+
+def _reference() -> Volume:
+    return Volume.from_geometry(np.zeros(SHAPE, np.int16), SPACING, ORIGIN)
+
+
+def _truth_mask(shift: int = 0) -> np.ndarray:
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[4 + shift : 12 + shift, 5:13, 1:4] = True
+    mask[15, 2:4, 4] = True  # a second, small lesion
+    return mask
+
+
+def _dataset(root: Path) -> tuple[Path, Path]:
+    """COVID-19-20 truth for A-0001, A-0002, B-0003; predictions for A-0001 and B-0003."""
+    ref = _reference()
+    truth, pred = root / "truth", root / "pred"
+    for n, source in ((1, "A"), (2, "A"), (3, "B")):
+        case = f"volume-covid19-{source}-{n:04d}"
+        write_volume(ref, truth / f"{case}_ct.nii.gz")
+        write_mask(_truth_mask(), ref, truth / f"{case}_seg.nii.gz")
+        if n != 2:
+            write_mask(_truth_mask(shift=n), ref, pred / f"{case}.nii.gz")
+    return pred, truth
+
+
+def test_scores_equal_evaluate_case_on_the_arrays(tmp_path):
+    pred, truth = _dataset(tmp_path)
+    row = score_case_files(
+        "volume-covid19-B-0003",
+        pred / "volume-covid19-B-0003.nii.gz",
+        truth / "volume-covid19-B-0003_seg.nii.gz",
+        "B",
+        tolerance_mm=2.0,
+    )
+    # NIfTI stores the spacing as float32, so the expected values use the float32 spacing too.
+    spacing = tuple(float(np.float32(s)) for s in SPACING)
+    expected = evaluate_case(_truth_mask(shift=3), _truth_mask(), spacing, tolerance_mm=2.0)
+    assert row["status"] == "ok" and row["error"] == "" and row["subset"] == "unseen"
+    for name in METRICS:
+        assert row[name] == pytest.approx(expected[name], rel=1e-12), name
+    assert 0 < row["dice"] < 1
+
+
+def test_missing_prediction_scores_an_empty_mask(tmp_path):
+    _, truth = _dataset(tmp_path)
+    row = score_case_files(
+        "volume-covid19-A-0002", None, truth / "volume-covid19-A-0002_seg.nii.gz", "A"
+    )
+    assert row["status"] == "missing" and row["subset"] == "seen"
+    assert row["dice"] == 0.0 and row["pred_ml"] == 0.0 and row["truth_lesions"] == 2
+    assert "empty mask" in row["error"]
+
+
+def _failure(tmp_path: Path, pred: Volume | bytes, label: int | None = None) -> str:
+    ref = _reference()
+    truth = write_mask(_truth_mask(), ref, tmp_path / "truth.nii.gz")
+    path = tmp_path / "pred.nii.gz"
+    if isinstance(pred, bytes):
+        path.write_bytes(pred)
+    else:
+        write_volume(pred, path)
+    row = score_case_files("c", path, truth, "A", label)
+    assert row["status"] == "failed"
+    assert all(math.isnan(row[name]) for name in METRICS)
+    assert row["error"].startswith(f"{path}: ") and "\n" not in row["error"]
+    return row["error"]
+
+
+def test_prediction_on_another_grid_fails_saying_what_differs(tmp_path):
+    mask = _truth_mask().astype(np.uint8)
+    direction = np.diag([-1.0, 1.0, 1.0])
+    cases = {
+        "shape (20, 18, 5) differs": Volume.from_geometry(mask[..., :5], SPACING, ORIGIN),
+        "spacing (0.8, 0.75, 5) mm differs": Volume.from_geometry(mask, (0.8, 0.75, 5.0), ORIGIN),
+        "origin (-119, 80.5, -300) mm differs": Volume.from_geometry(
+            mask, SPACING, (-119.0, 80.5, -300.0)
+        ),
+        "orientation differs": Volume.from_geometry(mask, SPACING, ORIGIN, direction),
+    }
+    for problem, pred in cases.items():
+        assert problem in _failure(tmp_path, pred)
+
+
+def test_label_values_nan_and_broken_files_fail(tmp_path):
+    ref = _reference()
+    two = _truth_mask().astype(np.uint8) * 2
+    assert "label values other than 0/1 (2); pick one with --label N" in _failure(
+        tmp_path, ref.with_array(two)
+    )
+    nan = _truth_mask().astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    assert "contains NaN" in _failure(tmp_path, ref.with_array(nan))
+    assert "cannot read image" in _failure(tmp_path, b"not an image at all")
+    assert "empty file" in _failure(tmp_path, b"")
+    data = write_mask(_truth_mask(), ref, tmp_path / "ok.nii.gz").read_bytes()
+    assert "cannot read image" in _failure(tmp_path, data[: len(data) // 2])
+
+
+def test_label_picks_one_value_of_both_masks(tmp_path):
+    ref = _reference()
+    labels = _truth_mask().astype(np.uint8) * 2
+    labels[0, 0, 0] = 1  # another class, ignored with label=2
+    truth = write_volume(ref.with_array(labels), tmp_path / "truth.nii.gz")
+    pred = write_volume(ref.with_array(labels), tmp_path / "pred.nii.gz")
+    row = score_case_files("c", pred, truth, "A", label=2)
+    assert row["status"] == "ok" and row["dice"] == 1.0
+    assert row["truth_ml"] == pytest.approx(_truth_mask().sum() * np.prod(SPACING) / 1000, 1e-6)
+
+
+def test_unreadable_truth_is_a_failed_row_not_an_exception(tmp_path):
+    (tmp_path / "truth.nii.gz").write_text("garbage")
+    row = score_case_files("c", None, tmp_path / "truth.nii.gz", "")
+    assert row["status"] == "failed" and str(tmp_path / "truth.nii.gz") in row["error"]
+
+
+def test_2d_png_masks_0_255(tmp_path):
+    truth = np.zeros((30, 20), np.uint8)
+    truth[5:15, 3:9] = 255
+    pred = np.roll(truth, 2, axis=0)
+    for folder, array in (("slices/lesion", truth), ("pred", pred)):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.fromarray(array).save(tmp_path / folder / "7.png")
+    table = evaluate_folder(tmp_path / "pred", tmp_path / "slices", workers=1, progress=False)
+    (row,) = table.to_dict("records")
+    expected = evaluate_case(pred > 0, truth > 0, (1.0, 1.0))
+    assert row["case"] == "7" and row["status"] == "ok"
+    assert row["dice"] == pytest.approx(expected["dice"]) == pytest.approx(2 * 48 / 120)
+
+
+def test_folder_rows_columns_and_isolated_failures(tmp_path):
+    pred, truth = _dataset(tmp_path)
+    # Two files for B-0003 make that case ambiguous; an extra prediction has no truth.
+    write_mask(_truth_mask(), _reference(), pred / "volume-covid19-B-0003_seg.nii.gz")
+    write_mask(_truth_mask(), _reference(), pred / "volume-covid19-B-0099.nii.gz")
+    table = evaluate_folder(pred, truth, workers=2, progress=False)
+    assert tuple(table.columns) == COLUMNS
+    assert table["case"].tolist() == [
+        "volume-covid19-A-0001",
+        "volume-covid19-A-0002",
+        "volume-covid19-B-0003",
+    ]
+    assert table["status"].tolist() == ["ok", "missing", "failed"]
+    assert table["subset"].tolist() == ["seen", "seen", "unseen"]
+    assert "several predictions for case volume-covid19-B-0003" in table["error"].iloc[2]
+    assert table.attrs["unmatched_predictions"] == [str(pred / "volume-covid19-B-0099.nii.gz")]
+    one_worker = evaluate_folder(pred, truth, workers=1, progress=False)
+    pd.testing.assert_frame_equal(table, one_worker)
+
+
+def test_dask_scheduler_gives_the_same_table(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    pred, truth = _dataset(tmp_path)
+    local = evaluate_folder(pred, truth, workers=1, progress=False)
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        on_dask = evaluate_folder(pred, truth, scheduler=cluster.scheduler_address, progress=False)
+    pd.testing.assert_frame_equal(local, on_dask)
+
+
+def test_duplicate_truth_ids_and_flat_truth_folders(tmp_path):
+    pred, truth = _dataset(tmp_path)
+    write_mask(_truth_mask(), _reference(), truth / "volume-covid19-A-0001_seg.nii")
+    table = evaluate_folder(pred, truth, workers=1, progress=False).set_index("case")
+    assert table.loc["volume-covid19-A-0001", "status"] == "failed"
+    assert "duplicate case id" in table.loc["volume-covid19-A-0001", "error"]
+    assert table.loc["volume-covid19-B-0003", "status"] == "ok"
+    # A flat folder of masks named by case id is truth too.
+    flat = evaluate_folder(pred, pred, workers=1, progress=False)
+    assert set(flat["status"]) == {"ok"} and set(flat["dice"]) == {1.0}
+
+
+def test_folders_that_cannot_be_evaluated(tmp_path):
+    pred, truth = _dataset(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no such folder"):
+        evaluate_folder(tmp_path / "absent", truth, progress=False)
+    with pytest.raises(DatasetError, match="empty: no prediction files"):
+        evaluate_folder(tmp_path / "empty", truth, progress=False)
+    with pytest.raises(DatasetError, match="empty: no cases found"):
+        evaluate_folder(pred, tmp_path / "empty", progress=False)
+    for label in truth.glob("*_seg.nii.gz"):
+        label.unlink()
+    with pytest.raises(DatasetError, match="3 case.s. found but no truth masks"):
+        evaluate_folder(pred, truth, progress=False)
+
+
+def test_summarize_by_subset_leaves_out_failed_and_infinite_values():
+    rows = [
+        ("a", "seen", 0.8, 2.0, "ok"),
+        ("b", "seen", 0.6, 4.0, "ok"),
+        ("c", "unseen", 0.0, math.inf, "missing"),
+        ("d", "unseen", 0.4, 3.0, "ok"),
+        ("e", "unseen", math.nan, math.nan, "failed"),
+    ]
+    table = pd.DataFrame(
+        [
+            {
+                **dict.fromkeys(METRICS, 1.0),
+                "case": c,
+                "source": "",
+                "subset": s,
+                "dice": d,
+                "hd95": h,
+                "status": st,
+            }
+            for c, s, d, h, st in rows
+        ]
+    )
+    summary = summarize(table)
+    assert summary["cases"] == {"ok": 3, "missing": 1, "failed": 1}
+    assert summary["all"]["n"] == 4 and summary["unseen"]["n"] == 2
+    assert summary["all"]["dice"]["mean"] == pytest.approx(0.45)
+    assert summary["all"]["dice"]["median"] == pytest.approx(0.5)
+    assert summary["all"]["dice"]["std"] == pytest.approx(np.std([0.8, 0.6, 0.0, 0.4], ddof=1))
+    assert summary["seen"]["dice"]["mean"] == pytest.approx(0.7)
+    assert summary["unseen"]["hd95"] == {
+        "mean": 3.0,
+        "std": None,
+        "median": 3.0,
+        "n": 1,
+        "infinite": 1,
+    }
+    json.dumps(summary, allow_nan=False)  # strict JSON: no NaN or Infinity
+
+
+def test_cli_writes_csv_and_summary_and_reports_failures(tmp_path):
+    pred, truth = _dataset(tmp_path)
+    (pred / "volume-covid19-B-0003.nii.gz").write_text("broken")
+    out = tmp_path / "out" / "metrics.csv"
+    result = CliRunner().invoke(
+        app, ["evaluate", str(pred), str(truth), "-o", str(out), "--workers", "1"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    table = pd.read_csv(out, keep_default_na=False)
+    assert tuple(table.columns) == COLUMNS
+    assert table["status"].tolist() == ["ok", "missing", "failed"]
+    summary = json.loads((tmp_path / "out" / "metrics_summary.json").read_text())
+    assert summary["cases"] == {"ok": 1, "missing": 1, "failed": 1}
+    lines = result.stderr.splitlines()
+    assert any(
+        line.startswith(f"failed: {pred / 'volume-covid19-B-0003.nii.gz'}: cannot read image")
+        for line in lines
+    ), result.stderr
+    assert any(line.startswith("missing: volume-covid19-A-0002: ") for line in lines)
+    assert "dice" in result.stdout and "unseen" in result.stdout
+
+
+def test_cli_exit_codes_for_success_and_unusable_folders(tmp_path):
+    pred, truth = _dataset(tmp_path)
+    write_mask(_truth_mask(), _reference(), pred / "volume-covid19-A-0002.nii.gz")
+    out = tmp_path / "m.csv"
+    ok = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(pred),
+            str(truth),
+            "-o",
+            str(out),
+            "--workers",
+            "1",
+            "--seen-sources",
+            "A,B",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert set(pd.read_csv(out)["subset"]) == {"seen"}
+    assert (tmp_path / "m_summary.json").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = CliRunner().invoke(app, ["evaluate", str(empty), str(truth), "-o", str(out)])
+    assert bad.exit_code == 2
+    assert (
+        bad.stderr.strip()
+        == f"error: {empty}: no prediction files (.nii.gz, .nii, .nrrd, .mha, .png)"
+    )
+    assert "Example:" in CliRunner().invoke(app, ["evaluate", "--help"]).output
