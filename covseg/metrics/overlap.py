@@ -28,7 +28,7 @@ def nave_from_volumes(pred_ml: float, truth_ml: float) -> float:
 
 def volume_ml_unchecked(mask: Mask, spacing: tuple[float, ...]) -> float:
     """:func:`volume_ml` for a validated boolean mask and spacing."""
-    return np.count_nonzero(mask) * math.prod(spacing) / 1000.0
+    return float(np.count_nonzero(mask) * math.prod(spacing) / 1000.0)
 
 
 def dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
