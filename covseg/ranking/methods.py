@@ -1,0 +1,124 @@
+"""The three ranking methods of challengeR, on a full data set or on many bootstrap samples.
+
+Every method maps a task and a set of samples (rows of case indices; the full data is the
+one sample ``0..C-1``) to one score and one rank per sample and algorithm:
+
+- ``aggregate-then-rank``: aggregate (mean by default) each algorithm's values, rank them;
+- ``rank-then-aggregate``: rank the algorithms within each case (ties "min"), average those
+  ranks, rank the averages (smaller is better);
+- ``test-then-rank``: one-sided paired Wilcoxon tests for all ordered pairs, p-values adjusted
+  over the task's pairs; the score is the share of the other algorithms an algorithm beats
+  significantly (adjusted p < alpha).
+
+Final ranks always use ties "min". Modes: ``statistical`` treats a case drawn k times as k
+observations; ``challenger`` reproduces challengeR 1.0.5's bootstrap (see ``docs/ranking.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from covseg.ranking import stats
+from covseg.ranking.table import Task
+from covseg.ranking.wilcoxon import signed_rank_pvalues
+
+METHODS = ("aggregate-then-rank", "rank-then-aggregate", "test-then-rank")
+MODES = ("statistical", "challenger")
+_AGGREGATES = ("mean", "median", "min", "max")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A ranking method: its ``kind`` (one of :data:`METHODS`) and aggregate function.
+
+    ``name`` is how it is written in outputs: the kind, with ``:median`` etc. when the
+    aggregate is not the mean.
+    """
+
+    kind: str
+    aggregate: str = "mean"
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.aggregate == "mean" else f"{self.kind}:{self.aggregate}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Method:
+        """Read ``"test-then-rank"``, ``"aggregate-then-rank:median"`` and the like."""
+        kind, _, aggregate = spec.partition(":")
+        if kind not in METHODS:
+            raise ValueError(f"unknown method {spec!r} (use {', '.join(METHODS)})")
+        aggregate = aggregate or "mean"
+        if aggregate not in _AGGREGATES or (kind == "test-then-rank" and aggregate != "mean"):
+            raise ValueError(f"unknown aggregate in method {spec!r}")
+        return cls(kind, aggregate)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings shared by all methods."""
+
+    alpha: float = 0.05
+    adjust: str = "holm"
+    mode: str = "statistical"
+
+
+@dataclass
+class Scores:
+    """Per sample and algorithm: ``value`` (in the task's own units) and ``rank``."""
+
+    value: NDArray[np.float64]
+    rank: NDArray[np.float64]
+    pvalues: NDArray[np.float64] | None = None  # test-then-rank only: raw p [sample, x, y]
+    adjusted: NDArray[np.float64] | None = None
+    pairs: NDArray[np.float64] | None = None  # complete pairs per test
+
+
+def full_sample(task: Task) -> NDArray[np.intp]:
+    """The full data as one "sample": every case once."""
+    return np.arange(len(task.cases))[None, :]
+
+
+def score(method: Method, task: Task, draws: NDArray[np.intp], options: Options) -> Scores:
+    """Scores and ranks of ``task``'s algorithms on each sample (row of case indices)."""
+    if method.kind == "aggregate-then-rank":
+        oriented = stats.aggregate(np.moveaxis(task.values[:, draws], 0, 1), method.aggregate)
+        return Scores(task.sign * oriented, stats.rank_min(oriented))
+    counts = _counts(draws, len(task.cases))
+    if method.kind == "rank-then-aggregate":
+        case_ranks = stats.rank_min(task.values.T).T  # within each case, over algorithms
+        sample = np.moveaxis(case_ranks[:, draws], 0, 1)  # [sample, algorithm, position]
+        if options.mode == "challenger":
+            # challengeR keeps a drawn case's id, so its k copies are ranked as one group:
+            # each copy of rank r gets k (r - 1) + 1 with ties "min"
+            k = np.take_along_axis(counts, draws, axis=1)[:, None, :]
+            sample = k * (sample - 1) + 1
+        mean_rank = stats.aggregate(sample, method.aggregate)
+        return Scores(mean_rank, stats.rank_min(mean_rank, larger_better=False))
+    # test-then-rank; challengeR matches pairs by case id, so a repeated case counts once
+    weights = (counts > 0).astype(np.float64) if options.mode == "challenger" else counts
+    p, pairs = signed_rank_pvalues(task.values, weights)
+    adjusted = adjust_all_pairs(p, options.adjust)
+    n_alg = p.shape[-1]
+    beats = (adjusted < options.alpha).sum(axis=-1)
+    share = beats / (n_alg - 1)
+    return Scores(share, stats.rank_min(share), p, adjusted, pairs)
+
+
+def adjust_all_pairs(p: NDArray[np.float64], method: str) -> NDArray[np.float64]:
+    """Adjust each sample's p-values over all ordered pairs (the off-diagonal of ``p``)."""
+    n_alg = p.shape[-1]
+    off = ~np.eye(n_alg, dtype=bool)
+    adjusted = np.full_like(p, np.nan)
+    adjusted[:, off] = stats.adjust_pvalues(p[:, off], method)
+    return adjusted
+
+
+def _counts(draws: NDArray[np.intp], n_cases: int) -> NDArray[np.float64]:
+    """How often each case occurs in each sample: ``(samples, cases)``."""
+    counts = np.zeros((draws.shape[0], n_cases))
+    np.add.at(counts, (np.arange(draws.shape[0])[:, None], draws), 1.0)
+    return counts
