@@ -20,16 +20,17 @@ def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-@pytest.fixture()
-def oblique() -> Volume:
-    """An int16 CT-like volume: oblique directions, anisotropic spacing, off-centre origin."""
+@pytest.fixture(params=["rotated", "mirrored"])
+def oblique(request) -> Volume:
+    """An int16 CT-like volume: oblique directions (a rotation, or a rotation with one axis
+    mirrored as many scanners' files have), anisotropic spacing, off-centre origin."""
     rng = np.random.default_rng(0)
     array = rng.integers(-1024, 1500, size=(7, 6, 5)).astype(np.int16)
+    direction = _rotation(0.1, -0.25, 0.4)
+    if request.param == "mirrored":
+        direction = direction @ np.diag([1.0, -1.0, 1.0])
     return Volume.from_geometry(
-        array,
-        spacing=(0.74, 0.81, 5.0),
-        origin=(-181.3, 203.7, -412.25),
-        direction=_rotation(0.1, -0.25, 0.4),
+        array, spacing=(0.74, 0.81, 5.0), origin=(-181.3, 203.7, -412.25), direction=direction
     )
 
 
