@@ -101,9 +101,13 @@ def _progress(stack: ExitStack, total: int, description: str) -> Callable[[], No
 def _processes(
     fn: Callable[[T], R], items: Sequence[T], workers: int, stack: ExitStack
 ) -> Iterator[R]:
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+    # forkserver, not fork: forking a process that runs threads (a web server, a Dask client, a
+    # progress bar) can deadlock the child; workers import what ``fn`` needs once, then stay.
+    context = multiprocessing.get_context("forkserver")
+    pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=context))
     # Leaving early (an error, or the caller stops iterating) must not wait for queued work.
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
     futures = [pool.submit(fn, item) for item in items]
