@@ -1,0 +1,255 @@
+"""Lesion burden of one CT scan: volumes, lung involvement, severity, and an overlay picture.
+
+Conventions (part of the ``covseg quantify`` interface):
+
+- Volumes are in mL (1 mL = 1000 mm^3), from the voxel volume of the CT's affine.
+- Left and right are the patient's, from the lung mask (:mod:`covseg.lung`), whatever the image
+  orientation.
+- The lungs are the lung mask plus the lesion: a lesion voxel that the lung mask misses (dense
+  consolidation against the chest wall) belongs to the lung of its lesion's other voxels, or
+  else to the lung nearest to it in x, so "% involved" never exceeds 100 %.
+- Lesions are the connected components of the mask (26-connectivity, 3D).
+- Ground glass versus consolidation: a lesion voxel of at least :data:`CONSOLIDATION_HU`
+  (-200 HU) is consolidation, below it ground glass. Ground-glass opacity is a hazy increase
+  that leaves vessels visible (about -700 to -300 HU); consolidation hides them and is near soft
+  tissue (about -100 to +50 HU); -200 HU lies between the two.
+- Severity per lung from the percentage involved, the usual CT severity bands: 0 none, 1 under
+  5 %, 2 5-25 %, 3 26-50 %, 4 51-75 %, 5 over 75 %.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from covseg.io import Volume
+
+#: Lesion voxels at or above this (HU) are consolidation, below it ground glass.
+CONSOLIDATION_HU = -200.0
+#: Upper bounds (%, inclusive) of severity grades 1 to 4; above the last one is grade 5.
+SEVERITY_BANDS = (5.0, 25.0, 50.0, 75.0)
+#: The keys of :func:`quantify`'s result, in order.
+KEYS = (
+    "lesion_ml",
+    "lung_ml",
+    "left_lung_ml",
+    "right_lung_ml",
+    "involvement_pct",
+    "left_involvement_pct",
+    "right_involvement_pct",
+    "lesion_count",
+    "largest_lesion_ml",
+    "ggo_ml",
+    "consolidation_ml",
+    "left_severity",
+    "right_severity",
+)
+
+
+def severity(percent: float) -> int:
+    """CT severity grade 0-5 of one lung from its percentage involved.
+
+    Examples
+    --------
+    >>> [severity(p) for p in (0.0, 3.0, 5.0, 20.0, 26.0, 60.0, 80.0)]
+    [0, 1, 1, 2, 3, 4, 5]
+    """
+    if percent <= 0.0:
+        return 0
+    if percent < SEVERITY_BANDS[0]:
+        return 1
+    return 2 + int(np.searchsorted(SEVERITY_BANDS[1:], percent, side="left"))
+
+
+def quantify(
+    ct: Volume, lesion: npt.ArrayLike, lung: Volume | None = None
+) -> dict[str, float | int]:
+    """Lesion burden of a CT: the JSON record of ``covseg quantify``.
+
+    Parameters
+    ----------
+    ct
+        CT in HU.
+    lesion
+        Lesion mask (nonzero = lesion) with the CT's shape.
+    lung
+        Lung labels (1 right, 2 left) with the CT's geometry; computed with
+        :func:`covseg.lung.lung_mask` when not given.
+
+    Returns
+    -------
+    dict
+        The keys of :data:`KEYS`: volumes in mL, percentages in %, counts and grades as int.
+
+    Raises
+    ------
+    ValueError
+        When the mask's shape differs from the CT's, or the CT has no lungs or is not in HU.
+
+    Examples
+    --------
+    >>> burden = quantify(ct, prediction)  # doctest: +SKIP
+    >>> burden["involvement_pct"], burden["left_severity"]  # doctest: +SKIP
+    (12.4, 2)
+    """
+    from scipy import ndimage
+
+    from covseg.lung import lung_mask
+
+    mask = np.asarray(lesion) != 0
+    if mask.shape != ct.shape:
+        raise ValueError(f"lesion mask shape {mask.shape} differs from the CT's {ct.shape}")
+    if lung is None:
+        lung = lung_mask(ct)
+    elif lung.shape != ct.shape:
+        raise ValueError(f"lung mask shape {lung.shape} differs from the CT's {ct.shape}")
+    voxel_ml = ct.voxel_volume_ml
+    components, count = ndimage.label(mask, np.ones((3, 3, 3), bool))
+    sides = _lungs_with_lesion(np.asarray(lung.array), components, count, ct.affine)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:] * voxel_ml
+    dense = mask & (np.asarray(ct.array) >= CONSOLIDATION_HU)
+    right_lung, left_lung = (sides == 1).sum() * voxel_ml, (sides == 2).sum() * voxel_ml
+    right_lesion = (mask & (sides == 1)).sum() * voxel_ml
+    left_lesion = (mask & (sides == 2)).sum() * voxel_ml
+    lesion_ml = float(mask.sum() * voxel_ml)
+    lung_ml = float(right_lung + left_lung)
+    left_pct, right_pct = _percent(left_lesion, left_lung), _percent(right_lesion, right_lung)
+    record: dict[str, float | int] = {
+        "lesion_ml": lesion_ml,
+        "lung_ml": lung_ml,
+        "left_lung_ml": float(left_lung),
+        "right_lung_ml": float(right_lung),
+        "involvement_pct": _percent(lesion_ml, lung_ml),
+        "left_involvement_pct": left_pct,
+        "right_involvement_pct": right_pct,
+        "lesion_count": int(count),
+        "largest_lesion_ml": float(sizes.max()) if count else 0.0,
+        "ggo_ml": float((mask & ~dense).sum() * voxel_ml),
+        "consolidation_ml": float(dense.sum() * voxel_ml),
+        "left_severity": severity(left_pct),
+        "right_severity": severity(right_pct),
+    }
+    return record
+
+
+def _percent(part: float, whole: float) -> float:
+    """``part`` as a percentage of ``whole`` (0 when ``whole`` is 0)."""
+    return float(100.0 * part / whole) if whole > 0 else 0.0
+
+
+def _lungs_with_lesion(
+    lung: npt.NDArray[Any],
+    components: npt.NDArray[np.int32],
+    count: int,
+    affine: npt.NDArray[np.float64],
+) -> npt.NDArray[np.uint8]:
+    """Lung labels (1 right, 2 left) with every lesion voxel in a lung.
+
+    A lesion component outside the lung mask goes to the lung that holds most of its other
+    voxels, or, when it touches no lung, to the lung whose centre is nearest in world x.
+    """
+    from scipy import ndimage
+
+    sides = np.where(np.isin(lung, (1, 2)), lung, 0).astype(np.uint8)
+    if count == 0:
+        return sides
+    index = np.arange(1, count + 1)
+    in_right = ndimage.sum_labels(sides == 1, components, index)
+    in_left = ndimage.sum_labels(sides == 2, components, index)
+    centres = ndimage.center_of_mass(components > 0, components, index)
+    lung_x = [_world_x(sides == v, affine) for v in (1, 2)]
+    choice = np.zeros(count + 1, np.uint8)
+    for k in range(count):
+        if in_right[k] + in_left[k] > 0:
+            choice[k + 1] = 1 if in_right[k] >= in_left[k] else 2
+        else:
+            x = float(affine[0, :3] @ np.asarray(centres[k]) + affine[0, 3])
+            choice[k + 1] = 1 if abs(x - lung_x[0]) <= abs(x - lung_x[1]) else 2
+    outside = (components > 0) & (sides == 0)
+    sides[outside] = choice[components[outside]]
+    return sides
+
+
+def _world_x(mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.float64]) -> float:
+    """World x (RAS+ mm) of the centre of ``mask``; +/-inf when empty, so it is never nearest."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return float("inf")
+    centre = np.asarray(ndimage.center_of_mass(mask))
+    return float(affine[0, :3] @ centre + affine[0, 3])
+
+
+def write_overlay(
+    ct: Volume,
+    lesion: npt.ArrayLike,
+    lung: Volume,
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Axial and coronal slices through the largest lesion with lung and lesion outlines.
+
+    Shown in the radiological convention (patient's right on the image's left, anterior and
+    superior up) in a lung window (W 1500, L -600 HU), with the pixel aspect ratio from the
+    spacing. Without a lesion, the slices go through the centre of the lungs.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    ornt = io_orientation(ct.affine)
+    image = apply_orientation(np.asarray(ct.array), ornt)
+    les = apply_orientation(np.asarray(lesion) != 0, ornt)
+    lungs = apply_orientation(np.asarray(lung.array), ornt)
+    spacing = [ct.spacing[int(a)] for a in ornt[:, 0].argsort()]
+    i, j, k = _focus(les, lungs)
+    # RAS+ array (x right, y anterior, z superior) -> rows top-down, patient's right on the left.
+    views = [
+        ("axial", lambda a: a[:, :, k].T[::-1, ::-1], spacing[1] / spacing[0]),
+        ("coronal", lambda a: a[:, j, :].T[::-1, ::-1], spacing[2] / spacing[0]),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.5), facecolor="black")
+    for ax, (name, cut, aspect) in zip(axes, views, strict=True):
+        ax.imshow(cut(image), cmap="gray", vmin=-1350, vmax=150, aspect=aspect)
+        for value, colour in ((1, "#4da6ff"), (2, "#4dffa6")):
+            outline = cut(lungs) == value
+            if outline.any():
+                ax.contour(outline, levels=[0.5], colors=colour, linewidths=0.8)
+        if cut(les).any():
+            ax.contour(cut(les), levels=[0.5], colors="#ff3030", linewidths=1.0)
+        ax.set_title(name, color="white")
+        ax.text(0.01, 0.5, "R", color="yellow", transform=ax.transAxes, va="center")
+        ax.text(0.98, 0.5, "L", color="yellow", transform=ax.transAxes, va="center")
+        ax.axis("off")
+    fig.suptitle(title + "  (blue: right lung, green: left lung, red: lesion)", color="white")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, facecolor="black")
+    plt.close(fig)
+    return path
+
+
+def _focus(lesion: npt.NDArray[np.bool_], lungs: npt.NDArray[Any]) -> tuple[int, int, int]:
+    """Voxel at the centre of the largest lesion, else of the lungs, else of the image."""
+    from scipy import ndimage
+
+    if lesion.any():
+        components, count = ndimage.label(lesion, np.ones((3, 3, 3), bool))
+        sizes = np.bincount(components.ravel())[1:]
+        target = components == int(np.argmax(sizes)) + 1
+    elif np.any(lungs):
+        target = np.asarray(lungs) > 0
+    else:
+        i, j, k = (n // 2 for n in lesion.shape)
+        return i, j, k
+    centre = np.rint(ndimage.center_of_mass(target)).astype(int)
+    # The centre of a curved lesion may fall outside it: take its voxel nearest the centre.
+    voxels = np.argwhere(target)
+    best = voxels[np.argmin(((voxels - centre) ** 2).sum(axis=1))]
+    return int(best[0]), int(best[1]), int(best[2])
