@@ -82,8 +82,18 @@ def full_sample(task: Task) -> NDArray[np.intp]:
     return np.arange(len(task.cases))[None, :]
 
 
-def score(method: Method, task: Task, draws: NDArray[np.intp], options: Options) -> Scores:
-    """Scores and ranks of ``task``'s algorithms on each sample (row of case indices)."""
+def score(
+    method: Method,
+    task: Task,
+    draws: NDArray[np.intp],
+    options: Options,
+    keep_pvalues: bool = False,
+) -> Scores:
+    """Scores and ranks of ``task``'s algorithms on each sample (row of case indices).
+
+    ``keep_pvalues`` keeps test-then-rank's raw and adjusted p-values (for the full data; the
+    bootstrap needs only which pairs are significant).
+    """
     if method.kind == "aggregate-then-rank":
         oriented = stats.aggregate(np.moveaxis(task.values[:, draws], 0, 1), method.aggregate)
         return Scores(task.sign * oriented, stats.rank_min(oriented))
@@ -101,20 +111,17 @@ def score(method: Method, task: Task, draws: NDArray[np.intp], options: Options)
     # test-then-rank; challengeR matches pairs by case id, so a repeated case counts once
     weights = (counts > 0).astype(np.float64) if options.mode == "challenger" else counts
     p, pairs = signed_rank_pvalues(task.values, weights)
-    adjusted = adjust_all_pairs(p, options.adjust)
     n_alg = p.shape[-1]
-    beats = (adjusted < options.alpha).sum(axis=-1)
-    share = beats / (n_alg - 1)
-    return Scores(share, stats.rank_min(share), p, adjusted, pairs)
-
-
-def adjust_all_pairs(p: NDArray[np.float64], method: str) -> NDArray[np.float64]:
-    """Adjust each sample's p-values over all ordered pairs (the off-diagonal of ``p``)."""
-    n_alg = p.shape[-1]
-    off = ~np.eye(n_alg, dtype=bool)
-    adjusted = np.full_like(p, np.nan)
-    adjusted[:, off] = stats.adjust_pvalues(p[:, off], method)
-    return adjusted
+    off = ~np.eye(n_alg, dtype=bool)  # the family: all ordered pairs of the task
+    significant = np.zeros(p.shape, dtype=bool)
+    significant[:, off] = stats.reject(p[:, off], options.adjust, options.alpha)
+    share = significant.sum(axis=-1) / (n_alg - 1)
+    result = Scores(share, stats.rank_min(share))
+    if keep_pvalues:
+        result.pvalues, result.pairs = p, pairs
+        result.adjusted = np.full_like(p, np.nan)
+        result.adjusted[:, off] = stats.adjust_pvalues(p[:, off], options.adjust)
+    return result
 
 
 def _counts(draws: NDArray[np.intp], n_cases: int) -> NDArray[np.float64]:

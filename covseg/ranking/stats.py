@@ -107,11 +107,11 @@ def adjust_pvalues(p: NDArray[np.floating], method: str = "holm") -> FloatArray:
         raise ValueError(f"unknown p-value adjustment {method!r} (use {', '.join(ADJUSTMENTS)})")
     i = np.arange(1, m + 1, dtype=np.float64)
     if method == "holm":
-        order = np.argsort(p, axis=-1, kind="stable")
+        order = np.argsort(p, axis=-1)  # tied p-values get equal results in any order
         scaled = (m + 1 - i) * np.take_along_axis(p, order, axis=-1)
         adjusted = np.minimum(1.0, np.maximum.accumulate(scaled, axis=-1))
     else:  # step-up methods work from the largest p-value down
-        order = np.argsort(-p, axis=-1, kind="stable")
+        order = np.argsort(-p, axis=-1)
         ranks_down = i[::-1]  # R: i <- lp:1
         if method == "hochberg":
             factor = m + 1 - ranks_down
@@ -124,6 +124,23 @@ def adjust_pvalues(p: NDArray[np.floating], method: str = "holm") -> FloatArray:
     out = np.empty_like(p)
     np.put_along_axis(out, order, adjusted, axis=-1)
     return out
+
+
+def reject(p: NDArray[np.floating], method: str, alpha: float) -> NDArray[np.bool_]:
+    """``adjust_pvalues(p, method) < alpha`` along the last axis, without the adjusted values.
+
+    For Holm, the rejected p-values are those up to the last sorted one whose running maximum of
+    ``(m + 1 - i) p_(i)`` stays below alpha: a sort, not an argsort and a scatter back.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    m = p.shape[-1]
+    if method != "holm" or m == 0:
+        return adjust_pvalues(p, method) < alpha
+    ordered = np.sort(p, axis=-1)
+    scaled = (m + 1 - np.arange(1, m + 1, dtype=np.float64)) * ordered
+    passed = (np.minimum(1.0, np.maximum.accumulate(scaled, axis=-1)) < alpha).sum(axis=-1)
+    cutoff = np.take_along_axis(ordered, np.maximum(passed - 1, 0)[..., None], axis=-1)
+    return (p <= cutoff) & (passed > 0)[..., None]
 
 
 def kendall_tau_b(ranks: NDArray[np.floating], reference: NDArray[np.floating]) -> FloatArray:

@@ -68,10 +68,10 @@ class _PairTerms:
         lin = w @ self.linear
         p = self.n_pairs
         v = ww @ self.quad + lin[:, :p]
-        ties = (w**3) @ self.singleton
+        ties = (w * w * w) @ self.singleton
         if self.groups.shape[1]:
             t = w @ self.groups
-            ties = ties + np.asarray(self.group_pair.T @ (t**3).T).T
+            ties = ties + np.asarray(self.group_pair.T @ (t * t * t).T).T
         n = lin[:, p : 2 * p]
         ties = ties - n  # sum over groups of t^3 - t; sum of t is n
         return (

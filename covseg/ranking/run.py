@@ -1,0 +1,229 @@
+"""``run_ranking``: every requested method on every task, the consensus, the bootstrap, outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from covseg.ranking import stats
+from covseg.ranking.bootstrap import (
+    draws_from_frame,
+    draws_to_frame,
+    make_draws,
+    run_bootstrap,
+    summarize_kendall,
+    summarize_ranks,
+)
+from covseg.ranking.consensus import CONSENSUS, consensus
+from covseg.ranking.methods import METHODS, MODES, Method, Options, full_sample, score
+from covseg.ranking.table import RankingInputError, Task, build_tasks, validate_table
+
+
+@dataclass
+class RankingResult:
+    """All outputs of :func:`run_ranking` as data frames (column names are an interface).
+
+    ``rankings``: method, task, algorithm, value, rank. ``pairwise``: task, algorithm, other, n,
+    p_value, p_adjusted, significant. ``consensus``: method, algorithm, value, rank (Euclidean).
+    ``bootstrap_ranks``: method, task, algorithm, b, rank. ``bootstrap_summary``: method, task,
+    algorithm, rank, mean_rank, median_rank, q025, q975, prop_rank1, rank_freq.
+    """
+
+    rankings: pd.DataFrame
+    pairwise: pd.DataFrame
+    consensus: pd.DataFrame
+    bootstrap_ranks: pd.DataFrame
+    bootstrap_summary: pd.DataFrame
+    kendall: pd.DataFrame = field(default_factory=pd.DataFrame)
+    kendall_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    consensus_all: pd.DataFrame = field(default_factory=pd.DataFrame)
+    draws: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tasks: list[Task] = field(default_factory=list)
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+def parse_methods(methods: Iterable[str]) -> list[Method]:
+    """Method specs to :class:`Method` objects; ``"all"`` means the three methods."""
+    specs = list(methods)
+    if "all" in specs:
+        specs = [*METHODS, *(s for s in specs if s not in ("all", *METHODS))]
+    if not specs:
+        raise ValueError("no ranking method given")
+    return [Method.parse(s) for s in dict.fromkeys(specs)]
+
+
+def run_ranking(
+    table: pd.DataFrame,
+    out_dir: Path | None = None,
+    *,
+    methods: Iterable[str] = ("test-then-rank",),
+    bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    adjust: str = "holm",
+    mode: str = "statistical",
+    smaller_better: Iterable[str] = (),
+    draws: pd.DataFrame | None = None,
+    progress: bool = False,
+) -> RankingResult:
+    """Rank the algorithms of a long table (``task, case, algorithm, value``) per task.
+
+    Parameters
+    ----------
+    table
+        One row per task, case and algorithm; NaN or absent rows are missing results.
+    out_dir
+        Where to write the CSVs, ``plots/`` and ``report.html``; nothing is written if None.
+    methods
+        ``aggregate-then-rank`` (``:median``, ``:min``, ``:max`` for another aggregate),
+        ``rank-then-aggregate``, ``test-then-rank``, or ``all``.
+    bootstrap
+        Number of bootstrap samples (0 for none); ignored when ``draws`` is given.
+    seed
+        Seed of the bootstrap draws.
+    alpha, adjust
+        Significance level and p-value adjustment (holm, bonferroni, hochberg, BH, BY, none).
+    mode
+        ``statistical`` or ``challenger`` (challengeR 1.0.5's bootstrap; docs/ranking.md).
+    smaller_better
+        Tasks where a smaller value is better.
+    draws
+        Explicit bootstrap draws (``b, task, pos, case``) to replay.
+    progress
+        Show a progress bar during the bootstrap.
+
+    Raises
+    ------
+    RankingInputError
+        Unusable table, draws or settings (one-line message).
+    """
+    parsed = _check_settings(methods, bootstrap, alpha, adjust, mode)
+    options = Options(alpha=alpha, adjust=adjust, mode=mode)
+    tasks = build_tasks(validate_table(table), smaller_better)
+    rankings, pairwise = _full_data(parsed, tasks, options)
+    full_ranks = {
+        (m, t): g["rank"].to_numpy(dtype=np.float64)
+        for (m, t), g in rankings.groupby(["method", "task"], sort=False)
+    }
+    if draws is not None:
+        sample_draws = draws_from_frame(draws, tasks)
+    else:
+        sample_draws = make_draws(tasks, bootstrap, seed) if bootstrap else {}
+    ranks = pd.DataFrame(columns=["method", "task", "algorithm", "b", "rank"])
+    kendall = pd.DataFrame(columns=["method", "task", "b", "tau"])
+    summary = pd.DataFrame()
+    kendall_summary = pd.DataFrame()
+    if sample_draws:
+        n_samples = next(iter(sample_draws.values())).shape[0]
+        with _progress(progress, n_samples * len(parsed) * len(tasks)) as advance:
+            boot = run_bootstrap(parsed, tasks, sample_draws, options, full_ranks, advance)
+        ranks, kendall = boot.ranks, boot.kendall
+        summary = summarize_ranks(ranks, rankings)
+        kendall_summary = summarize_kendall(kendall)
+    result = RankingResult(
+        rankings=rankings,
+        pairwise=pairwise,
+        consensus=consensus(rankings, "euclidean"),
+        bootstrap_ranks=ranks,
+        bootstrap_summary=summary,
+        kendall=kendall,
+        kendall_summary=kendall_summary,
+        consensus_all=pd.concat(
+            [consensus(rankings, how).assign(consensus=how) for how in CONSENSUS],
+            ignore_index=True,
+        ),
+        draws=draws_to_frame(sample_draws, tasks) if sample_draws else pd.DataFrame(),
+        tasks=tasks,
+        settings={
+            "methods": [m.name for m in parsed],
+            "bootstrap": len(next(iter(sample_draws.values()))) if sample_draws else 0,
+            "seed": seed if draws is None else None,
+            "alpha": alpha,
+            "adjust": adjust,
+            "mode": mode,
+            "smaller_better": sorted(set(smaller_better)),
+        },
+    )
+    if out_dir is not None:
+        from covseg.ranking.report import write_outputs
+
+        write_outputs(result, out_dir)
+    return result
+
+
+def _check_settings(
+    methods: Iterable[str], bootstrap: int, alpha: float, adjust: str, mode: str
+) -> list[Method]:
+    try:
+        parsed = parse_methods([methods] if isinstance(methods, str) else methods)
+    except ValueError as e:
+        raise RankingInputError(str(e)) from e
+    if not 0 < alpha < 1:
+        raise RankingInputError(f"alpha must be between 0 and 1, not {alpha}")
+    if adjust not in (*stats.ADJUSTMENTS, "fdr"):
+        raise RankingInputError(f"unknown adjustment {adjust!r} (use {', '.join(stats.ADJUSTMENTS)})")
+    if mode not in MODES:
+        raise RankingInputError(f"unknown mode {mode!r} (use {', '.join(MODES)})")
+    if bootstrap < 0:
+        raise RankingInputError("the number of bootstrap samples cannot be negative")
+    return parsed
+
+
+def _full_data(
+    methods: Sequence[Method], tasks: Sequence[Task], options: Options
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rankings of every method on the full data, and the pairwise tests of every task."""
+    rankings, pairwise = [], []
+    for method in methods:
+        for task in tasks:
+            s = score(method, task, full_sample(task), options)
+            rankings.append(
+                pd.DataFrame(
+                    {
+                        "method": method.name,
+                        "task": task.name,
+                        "algorithm": task.algorithms,
+                        "value": s.value[0],
+                        "rank": s.rank[0].astype(int),
+                    }
+                )
+            )
+    test = Method("test-then-rank")
+    for task in tasks:
+        s = score(test, task, full_sample(task), options, keep_pvalues=True)
+        assert s.pvalues is not None and s.adjusted is not None and s.pairs is not None
+        x, y = np.nonzero(~np.eye(len(task.algorithms), dtype=bool))
+        names = np.asarray(task.algorithms)
+        adjusted = s.adjusted[0, x, y]
+        pairwise.append(
+            pd.DataFrame(
+                {
+                    "task": task.name,
+                    "algorithm": names[x],
+                    "other": names[y],
+                    "n": s.pairs[0, x, y].astype(int),
+                    "p_value": s.pvalues[0, x, y],
+                    "p_adjusted": adjusted,
+                    "significant": adjusted < options.alpha,
+                }
+            )
+        )
+    return pd.concat(rankings, ignore_index=True), pd.concat(pairwise, ignore_index=True)
+
+
+@contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar over bootstrap samples, or nothing."""
+    if not show:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=False) as bar:
+        job = bar.add_task("bootstrap", total=total)
+        yield lambda n: bar.advance(job, n)
