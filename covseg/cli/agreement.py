@@ -1,0 +1,90 @@
+"""``covseg agreement``: inter-observer agreement between two label sets of the same cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from covseg.cli._app import app, fail
+
+
+@app.command()
+def agreement(
+    labels_a: Path = typer.Argument(..., help="Reference label set (any dataset layout or flat)."),
+    labels_b: Path = typer.Argument(..., help="Second label set, masks named by the same ids."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
+    tolerance_mm: float = typer.Option(
+        1.0, "--tolerance-mm", min=0.0, help="Normalized Surface Dice tolerance in mm."
+    ),
+) -> None:
+    """Agreement of two annotation sets: Dice, NSD, NAVE per case, and Bland-Altman of volumes.
+
+    Writes OUT/agreement.csv (case, source, dice, nsd, nave, volume_a_ml, volume_b_ml,
+    difference_ml, error), OUT/agreement.json (mean, sample sd and median of each metric, as
+    "mean ± sd (median)" like the COVID-19-20 paper, and the Bland-Altman bias and 95 % limits
+    of agreement of the lesion volumes in mL) and OUT/bland_altman.png. NAVE takes A as the
+    reference. Cases in only one set, and cases that fail (other geometry, unreadable), are
+    reported on one line each; the others are compared, and the exit code is then 1.
+
+    Example: covseg agreement reader1/ reader2/ -o agreement/
+    """
+    import json
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import track
+    from rich.table import Table
+
+    from covseg.agreement import COLUMNS, compare_case, pair_cases, plot_bland_altman, summarize
+
+    try:
+        pairs, unmatched = pair_cases(labels_a, labels_b)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if not pairs:
+        raise fail(f"{labels_b}: no case ids in common with {labels_a}")
+    err = Console(stderr=True)
+    for side, folder in (("only_a", labels_a), ("only_b", labels_b)):
+        for case_id in unmatched[side]:
+            err.print(f"[yellow]warning:[/] {escape(case_id)}: only in {escape(str(folder))}")
+    rows: list[dict[str, Any]] = []
+    for case_a, case_b in track(pairs, description="agreement", console=err):
+        row: dict[str, Any] = {"case": case_a.case_id, "source": case_a.source}
+        try:
+            assert case_a.label is not None and case_b.label is not None
+            row |= compare_case(case_a.label, case_b.label, tolerance_mm) | {"error": ""}
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            row["error"] = str(exc)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["case", "source", *COLUMNS, "error"])
+    summary = summarize(table) | {"unmatched": unmatched, "tolerance_mm": tolerance_mm}
+    output.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output / "agreement.csv", index=False)
+    (output / "agreement.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_bland_altman(table, summary["bland_altman"], output / "bland_altman.png")
+
+    shown = Table(title=f"Agreement over {summary['cases']} cases: mean ± sd (median)")
+    shown.add_column("metric")
+    shown.add_column("value")
+    for metric in ("dice", "nsd", "nave"):
+        shown.add_row(
+            metric if metric != "nsd" else f"nsd@{tolerance_mm:g}mm", summary[metric]["text"]
+        )
+    ba = summary["bland_altman"]
+    if ba.get("lower_loa_ml") is not None:
+        shown.add_row(
+            "volume B - A",
+            f"bias {ba['bias_ml']:.2f} mL, "
+            f"limits {ba['lower_loa_ml']:.2f} .. {ba['upper_loa_ml']:.2f} mL",
+        )
+    console = Console()
+    console.print(shown)
+    console.print(
+        f"wrote {output}/agreement.csv, agreement.json, bland_altman.png", highlight=False
+    )
+    if summary["failed"] or unmatched["only_a"] or unmatched["only_b"]:
+        raise typer.Exit(1)
