@@ -1,17 +1,18 @@
 """Cross-validation of the ``slices-2d`` preset on MedSeg, with its ablation.
 
-Runs, on the same 5 folds:
+Parts (``--parts``), all on the same 5 folds:
 
 * ``recipe``: the preset with pseudo-labels on the unlabelled slices. Reports the teacher (before
   pseudo-labels), the pseudo-label stage, a control fine-tuned as long without pseudo-labels,
   and the final models without mirror TTA;
-* ``no augmentation``: the teacher stage trained without augmentation;
-* ``second seed``: the teacher stage with another seed, to measure a 2-model ensemble against
-  single models (the fold ensemble itself cannot be scored in cross-validation: every other
-  fold's model has seen the slice).
+* ``no-aug``: the teacher stage trained without augmentation;
+* ``seed1``: the teacher stage with another seed; its out-of-fold probabilities are saved, and
+  ``--ensemble-with MODEL/cv_probs.npz`` (a seed-0 ``covseg train`` run) scores a 2-model
+  ensemble against the single models (the fold ensemble itself cannot be scored in
+  cross-validation: every other fold's model has seen the slice).
 
-Prints mean per-slice Dice (threshold 0.5) per fold and overall for each row, and writes them as
-JSON. Usage::
+Prints mean per-slice Dice (threshold 0.5) per fold and overall for each row and merges them
+into the JSON file ``-o``. Usage::
 
     .venv/bin/python benchmarks/bench_slices2d.py ../shared/data/medseg/train -o cv.json
 """
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from covseg.model.slices2d import cross_validate, load_preset
+from covseg.model.slices2d import cross_validate, load_preset, load_probs, save_probs
+from covseg.model.slices2d_cv import fold_assignment
 from covseg.model.slices2d_eval import choose_min_area, dice
 
 
@@ -49,13 +51,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="folder with images/ and lesion/")
     parser.add_argument("-o", "--out", type=Path, default=Path("slices2d_cv.json"))
-    parser.add_argument("--iterations", type=int, help="override the teacher iterations")
+    parser.add_argument(
+        "--parts", default="recipe,no-aug,seed1", help="comma-separated: recipe, no-aug, seed1"
+    )
+    parser.add_argument(
+        "--ensemble-with",
+        type=Path,
+        help="cv_probs.npz of a seed-0 run (covseg train) to ensemble with the seed-1 teachers",
+    )
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     plan = load_preset()
-    if args.iterations:
-        plan["training"]["iterations"] = args.iterations
-    rows: dict[str, Any] = {}
+    rows: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
 
     def record(name: str, row: dict[str, Any]) -> None:
         rows[name] = row
@@ -63,42 +71,58 @@ def main() -> None:
         print(f"{name:<44} {folds}  mean {row['mean']:.4f}", flush=True)
         args.out.write_text(json.dumps(rows, indent=2))
 
-    recipe = copy.deepcopy(plan)
-    recipe["pseudo_labels"]["enabled"] = True
-    start = time.perf_counter()
-    _, truths, main_folds = cross_validate(args.data, recipe, control=True, progress=True)
-    rows["recipe_seconds"] = time.perf_counter() - start
-    record("teacher (aug, TTA)", scores(main_folds, truths, "teacher"))
-    record("teacher + fine-tune without pseudo-labels", scores(main_folds, truths, "control"))
-    record("teacher + fine-tune with pseudo-labels", scores(main_folds, truths, "final"))
-    record("  same, without TTA", scores(main_folds, truths, "no_tta"))
-    probs = [p for r in main_folds for p in r.probs["final"]]
-    best, pp = choose_min_area(probs, [truths[i] for r in main_folds for i in r.val_index])
-    rows["postprocessing"] = {"chosen_min_area_fraction": best, "scores": pp}
-    print(f"post-processing (pseudo-label model): {pp}, chosen {best}", flush=True)
-
-    no_aug = copy.deepcopy(plan)
-    no_aug["training"]["augment"] = False
-    _, _, plain = cross_validate(args.data, no_aug)
-    record("teacher without augmentation", scores(plain, truths, "final"))
-
-    seed2 = copy.deepcopy(plan)
-    seed2["training"]["seed"] = 1
-    _, _, other = cross_validate(args.data, seed2)
-    record("teacher, seed 1", scores(other, truths, "final"))
-    by_fold = {r.fold: r for r in other}
-    record(
-        "ensemble of 2 teachers (seeds 0, 1)",
-        scores(
-            main_folds,
-            truths,
-            "",
-            lambda r: [
-                (a + b) / 2
-                for a, b in zip(r.probs["teacher"], by_fold[r.fold].probs["final"], strict=True)
-            ],
-        ),
-    )
+    parts = args.parts.split(",")
+    if "recipe" in parts:
+        recipe = copy.deepcopy(plan)
+        recipe["pseudo_labels"]["enabled"] = True
+        start = time.perf_counter()
+        _, truths, folds = cross_validate(args.data, recipe, control=True, progress=True)
+        rows["recipe_seconds"] = time.perf_counter() - start
+        record("teacher (aug, TTA)", scores(folds, truths, "teacher"))
+        record("teacher + fine-tune without pseudo-labels", scores(folds, truths, "control"))
+        record("teacher + fine-tune with pseudo-labels", scores(folds, truths, "final"))
+        record("  same, without TTA", scores(folds, truths, "no_tta"))
+        probs = [p for r in folds for p in r.probs["final"]]
+        best, pp = choose_min_area(probs, [truths[i] for r in folds for i in r.val_index])
+        rows["postprocessing"] = {"chosen_min_area_fraction": best, "scores": pp}
+        print(f"post-processing (pseudo-label model): {pp}, chosen {best}", flush=True)
+    if "no-aug" in parts:
+        no_aug = copy.deepcopy(plan)
+        no_aug["training"]["augment"] = False
+        no_aug["pseudo_labels"]["enabled"] = False
+        _, truths, folds = cross_validate(args.data, no_aug)
+        record("teacher without augmentation", scores(folds, truths, "final"))
+        record("  same, without TTA", scores(folds, truths, "no_tta"))
+    if "seed1" in parts:
+        seed1 = copy.deepcopy(plan)
+        seed1["training"]["seed"] = 1
+        seed1["pseudo_labels"]["enabled"] = False
+        ids, truths, folds = cross_validate(args.data, seed1)
+        record("teacher, seed 1", scores(folds, truths, "final"))
+        save_probs(
+            args.out.with_suffix(".seed1.npz"),
+            {ids[i]: p for r in folds for i, p in zip(r.val_index, r.probs["final"], strict=True)},
+        )
+    if args.ensemble_with:
+        ids, truths, folds = cross_validate(args.data, plan, folds=[])
+        other = load_probs(args.out.with_suffix(".seed1.npz"))
+        seed0 = load_probs(args.ensemble_with)
+        names = sorted(seed0, key=ids.index)
+        fold_of = fold_assignment(
+            len(ids), plan["training"]["folds"], plan["training"]["split_seed"]
+        )
+        for label, probs_of in (
+            ("seed-0 run (single model per fold)", lambda k: seed0[k]),
+            ("ensemble of seed-0 run and seed-1 teacher", lambda k: (seed0[k] + other[k]) / 2),
+        ):
+            per = {}
+            for fold in sorted(set(fold_of.tolist())):
+                keys = [k for k in names if fold_of[ids.index(k)] == fold]
+                per[fold] = float(
+                    np.mean([dice(probs_of(k) >= 0.5, truths[ids.index(k)]) for k in keys])
+                )
+            all_ = [dice(probs_of(k) >= 0.5, truths[ids.index(k)]) for k in names]
+            record(label, {"per_fold": per, "mean": float(np.mean(all_))})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from covseg.model.slices2d import load_preset, predict_slices_2d, train_slices_2d
+from covseg.model.slices2d import load_preset, load_probs, predict_slices_2d, train_slices_2d
 from covseg.model.slices2d_data import find_slice_cases, hu_to_8bit, load_labelled, read_mask
 from covseg.model.slices2d_eval import choose_min_area, dice, remove_small
 
@@ -107,6 +107,9 @@ def test_tiny_training_learns_the_easy_case(tiny_model: tuple[Path, Path]) -> No
     plan = yaml.safe_load((model / "plan.yaml").read_text())
     assert plan["preset"] == "slices-2d" and plan["dimensions"] == 2
     assert sorted(p.parent.name for p in model.glob("fold_*/model.pt")) == ["fold_0", "fold_1"]
+    probs = load_probs(model / "cv_probs.npz")
+    assert sorted(probs) == sorted(map(str, range(8)))
+    assert all(0 <= p.min() and p.max() <= 1 for p in probs.values())
 
 
 def test_predict_writes_masks_of_input_size(tiny_model: tuple[Path, Path], tmp_path: Path) -> None:

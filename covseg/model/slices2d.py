@@ -9,6 +9,7 @@ Model folder layout::
     plan.yaml              the preset as trained, plus the chosen post-processing
     fold_K/model.pt        weights of fold K
     cv_report.json/.csv    out-of-fold Dice per slice, per fold and overall
+    cv_probs.npz           out-of-fold probability maps by case id (8-bit)
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def train_slices_2d(
         "slices": rows,
     }
     (model_dir / "cv_report.json").write_text(json.dumps(report, indent=2))
+    save_probs(model_dir / "cv_probs.npz", {ids[i]: p for i, p in zip(index, probs, strict=True)})
     with (model_dir / "cv_report.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -166,6 +168,18 @@ def train_slices_2d(
         f"{report['train_seconds']:.0f}s",
         flush=True,
     )
+
+
+def save_probs(path: Path, probs: dict[str, npt.NDArray[np.floating]]) -> None:
+    """Store probability maps by case id, quantised to 8 bits (for ensembling across runs)."""
+    quantised = {k: np.round(np.asarray(v) * 255).astype(np.uint8) for k, v in probs.items()}
+    np.savez_compressed(path, **quantised)  # type: ignore[arg-type]
+
+
+def load_probs(path: Path) -> dict[str, npt.NDArray[np.float32]]:
+    """Probability maps stored by :func:`save_probs`."""
+    with np.load(path) as data:
+        return {k: data[k].astype(np.float32) / 255 for k in data.files}
 
 
 def _read_for_prediction(path: Path) -> tuple[npt.NDArray[np.uint8], tuple[slice, slice] | None]:
