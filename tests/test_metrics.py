@@ -248,3 +248,16 @@ def test_invalid_tolerance_and_overlap():
         metrics.evaluate_case(mask, mask, (1, 1, 1), min_lesion_overlap=1.5)
     with pytest.raises(ValueError, match="min_overlap"):
         metrics.lesion_metrics(mask, mask, (1, 1, 1), min_overlap=-0.1)
+
+
+def test_worked_example_of_the_docs():
+    """docs/metrics.md: a 12 x 12-voxel one-slice lesion predicted one 5 mm slice higher."""
+    truth = _box((16, 16, 5), (2, 2, 2), (12, 12, 1))
+    pred = _box((16, 16, 5), (2, 2, 3), (12, 12, 1))
+    case = metrics.evaluate_case(pred, truth, CT_SPACING)
+    expected = {"dice": 0.0, "nsd": 0.5, "nave": 0.0, "hd95": 5.0, "assd": 2.5}
+    expected |= {"lesion_sensitivity": 0.0, "lesion_precision": 0.0, "lesion_f1": 0.0}
+    expected |= {"fp_lesions": 1.0, "truth_ml": 0.394272, "pred_ml": 0.394272}
+    assert {key: case[key] for key in expected} == pytest.approx(expected, abs=1e-12)
+    areas = metrics.surface_distances(pred, truth, CT_SPACING).truth_areas
+    assert areas.sum() == pytest.approx(302.35, abs=0.005)

@@ -98,16 +98,20 @@ def _best_share(
 def lesion_metrics_unchecked(
     pred: Mask, truth: Mask, spacing: tuple[float, ...], min_overlap: float
 ) -> LesionMetrics:
-    """:func:`lesion_metrics` for validated inputs."""
-    pred, truth = crop_to_union(pred, truth)
+    """:func:`lesion_metrics` for validated inputs (best cropped to the union's bounding box)."""
     truth_labels, n_truth = _components(truth)
     pred_labels, n_pred = _components(pred)
-    truth_sizes = np.bincount(truth_labels.ravel(), minlength=n_truth + 1)
-    pred_sizes = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
+    # Only foreground voxels matter, a small share of the box: gather their labels once.
+    in_truth, in_pred = np.flatnonzero(truth), np.flatnonzero(pred)
+    truth_ids = truth_labels.ravel()[in_truth]
+    truth_sizes = np.bincount(truth_ids, minlength=n_truth + 1)
+    pred_sizes = np.bincount(pred_labels.ravel()[in_pred], minlength=n_pred + 1)
 
-    both = truth & pred
+    pred_at_truth = pred_labels.ravel()[in_truth]
+    shared_voxels = pred_at_truth > 0
     pairs, shared = np.unique(
-        truth_labels[both].astype(np.int64) * (n_pred + 1) + pred_labels[both], return_counts=True
+        truth_ids[shared_voxels].astype(np.int64) * (n_pred + 1) + pred_at_truth[shared_voxels],
+        return_counts=True,
     )
     t_of_pair, p_of_pair = np.divmod(pairs, n_pred + 1)
 
@@ -172,4 +176,5 @@ def lesion_metrics(
     if not 0.0 <= float(min_overlap) <= 1.0:
         raise ValueError(f"min_overlap must lie in [0, 1], got {min_overlap}")
     pred_mask, truth_mask, checked = as_pair(pred, truth, spacing)
+    pred_mask, truth_mask = crop_to_union(pred_mask, truth_mask)
     return lesion_metrics_unchecked(pred_mask, truth_mask, checked, float(min_overlap))

@@ -133,8 +133,7 @@ def _nearest_distances(
 def surface_distances_unchecked(
     pred: Mask, truth: Mask, spacing: tuple[float, ...]
 ) -> SurfaceDistances:
-    """:func:`surface_distances` for inputs already validated by the caller."""
-    pred, truth = crop_to_union(pred, truth)
+    """:func:`surface_distances` for validated inputs (best cropped to the union's bounding box)."""
     table = measure_table(spacing)
     pred_points, pred_areas = _surfels(pred, table)
     truth_points, truth_areas = _surfels(truth, table)
@@ -171,7 +170,7 @@ def surface_distances(
     (1.0, 0.0, 0.0)
     """
     pred_mask, truth_mask, checked = as_pair(pred, truth, spacing)
-    return surface_distances_unchecked(pred_mask, truth_mask, checked)
+    return surface_distances_unchecked(*crop_to_union(pred_mask, truth_mask), checked)
 
 
 def normalized_surface_dice(
