@@ -1,0 +1,116 @@
+"""``covseg train``: train a segmentation model from a preset (baseline, auto, slices-2d)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from covseg.cli._app import app, fail
+
+
+@app.command()
+def train(
+    data_dir: Path = typer.Argument(
+        ..., help="Labelled training data (any covseg.datasets layout)."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Model folder to write."),
+    preset: str = typer.Option(
+        "baseline", help="baseline, auto (planned from the data) or slices-2d."
+    ),
+    fold: str = typer.Option("0", help="Fold to train (0..folds-1) or 'all'."),
+    epochs: int | None = typer.Option(None, help="Override training.epochs."),
+    max_minutes: float | None = typer.Option(None, help="Stop after the epoch that passes this."),
+    set_: list[str] = typer.Option([], "--set", help="Override a plan value: SECTION.KEY=VALUE."),
+    extra: list[Path] = typer.Option(
+        [], help="Extra training-only cases, e.g. a `covseg pseudo-label` folder (repeatable)."
+    ),
+    resume: bool = typer.Option(False, help="Continue from each fold's last.pt."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train a model; the plan is written to MODEL_DIR/plan.yaml, each fold to MODEL_DIR/fold_K/
+    (best.pt, last.pt, log.csv). Runs on several GPUs (or CPU processes) under torchrun.
+
+    Example: covseg train phantoms/Train -o models/baseline --preset baseline --fold all
+    """
+    from covseg.datasets import DatasetError, find_cases
+    from covseg.model import distributed as dist
+    from covseg.model.data import CaseError
+    from covseg.model.plan import PlanError, apply_overrides, load_preset, read_plan, write_plan
+
+    overrides = list(set_)
+    if epochs is not None:
+        overrides.append(f"training.epochs={epochs}")
+    if max_minutes is not None:
+        overrides.append(f"training.max_minutes={max_minutes}")
+    try:
+        if resume and (output / "plan.yaml").is_file():
+            plan = read_plan(output)
+        elif preset == "auto":
+            from covseg.model.planner import plan_from_data
+
+            plan = apply_overrides(plan_from_data(data_dir), overrides)
+        else:
+            plan = apply_overrides(load_preset(preset), overrides)
+        n_folds = int(plan["training"]["folds"])
+        folds = list(range(n_folds)) if fold == "all" else [int(fold)]
+        if any(not 0 <= k < n_folds for k in folds):
+            raise PlanError(f"--fold {fold}: choose 0..{n_folds - 1} or 'all'")
+    except (PlanError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if plan.get("dimensions") == 2:
+        from covseg.model.slices2d import train_slices_2d
+
+        train_slices_2d(data_dir, output, plan, None if fold == "all" else folds, progress)
+        return
+    try:
+        cases = find_cases(data_dir, require_labels=True)
+        extra_cases = [c for folder in extra for c in find_cases(folder, require_labels=True)]
+    except DatasetError as exc:
+        raise fail(str(exc)) from None
+    dist.setup()
+    try:
+        if dist.is_main():
+            write_plan(plan, output)
+        for k in folds:
+            _train_one(cases, extra_cases, output, plan, k, resume, progress and dist.is_main())
+    except (CaseError, PlanError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        dist.teardown()
+
+
+def _train_one(cases, extra_cases, output, plan, fold, resume, progress):  # type: ignore[no-untyped-def]
+    """Train fold ``fold`` with a progress bar showing loss and validation Dice."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from covseg.model.train import split_fold, train_fold
+
+    train_cases, val_cases = split_fold(cases, plan, fold)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}  val Dice {task.fields[dice]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        n = len(train_cases) + len(extra_cases) + len(val_cases)
+        loading = bar.add_task(f"fold {fold}: caching", total=n, loss="-", dice="-")
+        task = bar.add_task(
+            f"fold {fold}: epochs", total=int(plan["training"]["epochs"]), loss="-", dice="-"
+        )
+
+        def on_epoch(log):  # type: ignore[no-untyped-def]
+            dice = "-" if log.val_dice != log.val_dice else f"{log.val_dice:.3f}"
+            bar.update(task, completed=log.epoch, loss=f"{log.loss:.4f}", dice=dice)
+
+        train_fold(
+            [*train_cases, *extra_cases],
+            val_cases,
+            output / f"fold_{fold}",
+            plan,
+            resume=resume,
+            on_epoch=on_epoch,
+            on_load=lambda _: bar.advance(loading),
+        )

@@ -1,0 +1,89 @@
+"""Predicting many scans: find the inputs, segment each, write masks named by case id."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from covseg.datasets import DatasetError, case_id_from_filename, find_cases
+from covseg.io import is_image_file
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """One scan to segment and where its outputs go (picklable, for worker processes)."""
+
+    case_id: str
+    image: Path
+    model_dir: Path
+    out_dir: Path
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def find_inputs(inputs: list[Path]) -> list[tuple[str, Path]]:
+    """(case id, image path) of every scan named: files, dataset folders or DICOM-series folders.
+
+    Raises
+    ------
+    DatasetError
+        For a path that does not exist or holds no scan.
+    """
+    found: list[tuple[str, Path]] = []
+    for path in inputs:
+        if path.is_file():
+            found.append((case_id_from_filename(path.name), path))
+        elif path.is_dir():
+            try:
+                found += [(c.case_id, c.image) for c in find_cases(path) if c.image is not None]
+            except DatasetError:
+                if not any(p.is_file() and not is_image_file(p) for p in path.iterdir()):
+                    raise
+                found.append((path.name, path))  # files without image suffix: a DICOM series
+        else:
+            raise DatasetError(f"{path}: no such file or folder")
+    return found
+
+
+def run_job(job: PredictJob) -> tuple[str, str | None]:
+    """Segment one scan and write ``OUT/<case id>.nii.gz`` (plus probability and burden on
+    request); returns (case id, None) or (case id, one-line error) without raising."""
+
+    from covseg.io import VolumeReadError, read_volume, write_mask, write_volume
+    from covseg.model.inference import load_models
+    from covseg.model.plan import PlanError, read_plan
+    from covseg.model.predict import segment
+
+    options = dict(job.options)
+    try:
+        plan = read_plan(job.model_dir)
+        nets = _cached_models(job.model_dir, plan, load_models)
+        ct = read_volume(job.image)
+        burden = options.pop("burden", False)
+        result = segment(ct, nets, plan, path=job.image, **options)
+        write_mask(result.mask.array, ct, job.out_dir / f"{job.case_id}.nii.gz")
+        if result.probability is not None:
+            write_volume(result.probability, job.out_dir / "probability" / f"{job.case_id}.nii.gz")
+        if burden:
+            from covseg.quantify import quantify
+
+            report = quantify(ct, result.mask.array, result.lung)
+            path = job.out_dir / "burden" / f"{job.case_id}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=2, default=float))
+    except (VolumeReadError, PlanError, ValueError) as exc:
+        message = str(exc)
+        return job.case_id, message if str(job.image) in message else f"{job.image}: {message}"
+    return job.case_id, None
+
+
+_MODELS: dict[Path, Any] = {}
+
+
+def _cached_models(model_dir: Path, plan: dict[str, Any], load: Any) -> Any:
+    """The fold networks, loaded once per process (a batch reuses them)."""
+    key = model_dir.resolve()
+    if key not in _MODELS:
+        _MODELS[key] = load(model_dir, plan)
+    return _MODELS[key]

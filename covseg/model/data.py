@@ -1,0 +1,78 @@
+"""Training data: k-fold splits by case, and cases loaded onto the model grid."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from covseg.datasets import Case
+from covseg.io import Volume, read_volume
+from covseg.model.geometry import to_model_grid
+
+
+class CaseError(ValueError):
+    """A case that cannot be used (message names the file and the problem)."""
+
+
+def make_folds(cases: list[Case], n_folds: int, seed: int) -> list[list[str]]:
+    """Validation case ids of each of ``n_folds`` folds, disjoint and covering every case.
+
+    Deterministic for a given ``seed`` and case list; stratified by source (each source's cases
+    are shuffled and dealt round-robin, continuing across sources) so every fold sees every
+    source in proportion.
+    """
+    if n_folds < 2:
+        raise ValueError(f"need at least 2 folds, got {n_folds}")
+    if len(cases) < n_folds:
+        raise ValueError(f"{len(cases)} labelled cases cannot make {n_folds} folds")
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for case in cases:
+        by_source[case.source].append(case.case_id)
+    rng = random.Random(seed)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    dealt = 0
+    for source in sorted(by_source):
+        ids = sorted(by_source[source])
+        rng.shuffle(ids)
+        for case_id in ids:
+            folds[dealt % n_folds].append(case_id)
+            dealt += 1
+    return [sorted(fold) for fold in folds]
+
+
+def check_ct(volume: Volume, path: object) -> None:
+    """Refuse what cannot be a 3D CT in HU: 2D images, single slices, 8-bit pictures."""
+    if volume.array.ndim != 3 or min(volume.shape) < 2:
+        raise CaseError(f"{path}: not a 3D CT (shape {volume.shape})")
+    low = float(np.min(volume.array))
+    if low > -500.0:
+        raise CaseError(
+            f"{path}: not a CT in HU (lowest value {low:g}; air should be near -1000 HU)"
+        )
+
+
+def load_case(case: Case, plan: dict[str, Any]) -> dict[str, Any]:
+    """Read a labelled case and bring image and label onto the model grid.
+
+    Returns ``{"image": (1, X, Y, Z) float32, "label": (1, X, Y, Z) uint8, "case_id": str}``.
+    """
+    if case.image is None or case.label is None:
+        raise CaseError(f"{case.image or case.label}: case {case.case_id} has no image or label")
+    image = read_volume(case.image)
+    check_ct(image, case.image)
+    label = read_volume(case.label)
+    if not image.same_geometry(label, atol_mm=1e-2):
+        raise CaseError(
+            f"{case.label}: label does not match its image (shape {label.shape} vs {image.shape} "
+            "or a different affine)"
+        )
+    values = np.unique(label.array)
+    if not np.isin(values, (0, 1)).all():
+        raise CaseError(f"{case.label}: label values {values[:6].tolist()} (expected 0/1)")
+    x, _ = to_model_grid(image, plan)
+    y, _ = to_model_grid(label, plan, label=True)
+    return {"image": x, "label": y.to(torch.uint8), "case_id": case.case_id}

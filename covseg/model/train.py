@@ -1,0 +1,203 @@
+"""Training one fold: cached model-grid cases, the plan's augmentation, loss and optimiser,
+sliding-window validation, checkpoints every epoch (``--resume``), a CSV log.
+
+Runs on one device, or on several processes under ``torchrun`` (:mod:`covseg.model.distributed`):
+each process then trains on its share of every epoch's cases and process 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from covseg.datasets import Case
+from covseg.model import distributed as dist
+from covseg.model.data import load_case, make_folds
+from covseg.model.inference import (
+    CHECKPOINT_FORMAT,
+    autocast,
+    load_checkpoint,
+    predict_probabilities,
+)
+from covseg.model.losses import build_loss
+from covseg.model.networks import build_network
+from covseg.model.transforms import train_transforms
+
+LOG_COLUMNS = ("epoch", "loss", "val_dice", "seconds")
+
+
+@dataclass
+class EpochLog:
+    """One row of ``log.csv``: epoch (1-based), mean training loss, validation Dice (NaN when
+    not validated this epoch), seconds since the run started."""
+
+    epoch: int
+    loss: float
+    val_dice: float
+    seconds: float
+
+
+def split_fold(
+    cases: Sequence[Case], plan: dict[str, Any], fold: int
+) -> tuple[list[Case], list[Case]]:
+    """(training, validation) cases of ``fold`` under the plan's deterministic k-fold split."""
+    training = plan["training"]
+    folds = make_folds(list(cases), int(training["folds"]), int(training["split_seed"]))
+    held_out = set(folds[fold])
+    return [c for c in cases if c.case_id not in held_out], [
+        c for c in cases if c.case_id in held_out
+    ]
+
+
+def dice_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    p, t = pred.bool(), truth.bool()
+    total = int(p.sum()) + int(t.sum())
+    return 1.0 if total == 0 else 2.0 * int((p & t).sum()) / total
+
+
+def validate(
+    net: torch.nn.Module, cases: list[dict[str, Any]], plan: dict[str, Any], device: torch.device
+) -> float:
+    """Mean Dice of the network's argmax over model-grid validation cases (sliding window)."""
+    net.eval()
+    scores = []
+    for case in cases:
+        prob = predict_probabilities(
+            case["image"], [net], plan, bf16=bool(plan["training"]["amp"]), device=device
+        )
+        scores.append(dice_score(prob.argmax(0) > 0, case["label"][0] > 0))
+    net.train()
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def train_fold(
+    train_cases: Sequence[Case],
+    val_cases: Sequence[Case],
+    fold_dir: Path,
+    plan: dict[str, Any],
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_load: Callable[[str], None] | None = None,
+    device: torch.device | None = None,
+) -> list[EpochLog]:
+    """Train one fold and write ``best.pt``, ``last.pt`` and ``log.csv`` into ``fold_dir``.
+
+    Stops after ``training.epochs`` epochs, or after the epoch that passes
+    ``training.max_minutes`` (wall clock) when set. ``on_load`` is called with each case id as it
+    is cached, ``on_epoch`` after every epoch (progress bars).
+    """
+    from monai.data import DataLoader, Dataset
+    from monai.utils import set_determinism
+
+    training = plan["training"]
+    device = device or dist.default_device()
+    set_determinism(seed=int(training["seed"]) + dist.rank())
+    fold_dir.mkdir(parents=True, exist_ok=True)
+
+    def cache(cases: Sequence[Case]) -> list[dict[str, Any]]:
+        out = []
+        for case in cases:
+            out.append(load_case(case, plan))
+            if on_load:
+                on_load(case.case_id)
+        return out
+
+    data = Dataset(cache(train_cases), transform=train_transforms(plan))
+    val_data = cache(val_cases) if dist.is_main() else []
+    sampler = dist.sampler(data, seed=int(training["seed"]))
+    loader = DataLoader(
+        data, batch_size=int(training["batch_size"]), shuffle=sampler is None, sampler=sampler
+    )
+    net = build_network(plan).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(training["learning_rate"]))
+    loss_fn = build_loss(str(training["loss"]))
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=bool(training["amp"]) and device.type == "cuda"
+    )
+    start, best, logs = 0, -1.0, []
+    last_path, best_path, log_path = (
+        fold_dir / "last.pt",
+        fold_dir / "best.pt",
+        fold_dir / "log.csv",
+    )
+    if resume and last_path.is_file():
+        state = load_checkpoint(last_path)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best = int(state["epoch"]), float(state["best_dice"])
+    elif dist.is_main():
+        log_path.write_text(",".join(LOG_COLUMNS) + "\n")
+    model = dist.wrap(net)
+    began = time.monotonic()
+    max_minutes = training.get("max_minutes")
+    interval = int(training["validation_interval"])
+    for epoch in range(start, int(training["epochs"])):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        losses = []
+        model.train()
+        for batch in loader:
+            image, label = batch["image"].to(device), batch["label"].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, bool(training["amp"])):
+                out = model(image)
+            loss = _deep_supervised_loss(loss_fn, out, label)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        elapsed = time.monotonic() - began
+        out_of_time = max_minutes is not None and elapsed >= 60.0 * float(max_minutes)
+        last_epoch = epoch + 1 == int(training["epochs"]) or out_of_time
+        dice = float("nan")
+        if dist.is_main():
+            if val_data and ((epoch + 1) % interval == 0 or last_epoch):
+                dice = validate(net, val_data, plan, device)
+            log = EpochLog(epoch + 1, dist.mean(float(np.mean(losses))), dice, round(elapsed, 1))
+            improved = not np.isnan(dice) and dice > best
+            best = dice if improved else best
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best_dice": best,
+            }
+            torch.save(state, last_path)
+            if improved or not val_data:
+                torch.save(state, best_path)
+            with log_path.open("a", newline="") as f:
+                csv.writer(f).writerow(
+                    [log.epoch, f"{log.loss:.5f}", f"{log.val_dice:.5f}", log.seconds]
+                )
+            logs.append(log)
+            if on_epoch:
+                on_epoch(log)
+        else:
+            dist.mean(float(np.mean(losses)))
+        dist.barrier()
+        if dist.agree(out_of_time):
+            break
+    return logs
+
+
+def _deep_supervised_loss(
+    loss_fn: torch.nn.Module, out: torch.Tensor, label: torch.Tensor
+) -> torch.Tensor:
+    """The loss; for DynUNet's deep supervision (B, heads, C, ...) output, the heads' losses
+    weighted 1, 1/2, 1/4... (normalised), each head already upsampled by MONAI."""
+    out = out.float()
+    if out.ndim != label.ndim + 1:
+        return loss_fn(out, label)
+    weights = torch.tensor([0.5**i for i in range(out.shape[1])])
+    weights = weights / weights.sum()
+    return sum(w * loss_fn(out[:, i], label) for i, w in enumerate(weights))  # type: ignore[return-value]

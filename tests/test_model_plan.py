@@ -1,0 +1,64 @@
+"""The baseline preset reproduces the organizers' published MONAI baseline value for value
+(tutorials 3d_segmentation/challenge_baseline/run_net.py); plan files round-trip."""
+
+from pathlib import Path
+
+import pytest
+
+from covseg.datasets import Case
+from covseg.model.data import make_folds
+from covseg.model.plan import PlanError, apply_overrides, load_preset, read_plan, write_plan
+
+
+def test_baseline_plan_has_the_published_values() -> None:
+    plan = load_preset("baseline")
+    pre, aug, net = plan["preprocessing"], plan["augmentation"], plan["network"]
+    train, infer = plan["training"], plan["inference"]
+    assert pre["orientation"] == "LPS"
+    assert pre["spacing_mm"] == [1.25, 1.25, 5.0]
+    assert pre["intensity"] == {"hu_min": -1000.0, "hu_max": 500.0, "clip": True}
+    assert (aug["pad_to"], aug["pad_mode"]) == ([192, 192], "reflect")
+    assert aug["affine_prob"] == 0.15
+    assert aug["rotate_range_rad"] == [0.05, 0.05, 0.0]
+    assert aug["scale_range"] == [0.1, 0.1, 0.0]
+    assert (aug["crop_size"], aug["crop_samples"]) == ([192, 192, 16], 3)
+    assert (aug["noise_prob"], aug["noise_std"]) == (0.15, 0.01)
+    assert (aug["flip_axes"], aug["flip_prob"]) == ([0, 1, 2], 0.5)
+    assert net == {
+        "name": "BasicUNet",
+        "features": [32, 32, 64, 128, 256, 32],
+        "dropout": 0.1,
+        "out_channels": 2,
+    }
+    assert (train["batch_size"], train["loss"], train["optimizer"]) == (2, "dice_ce", "adam")
+    assert (train["learning_rate"], train["epochs"], train["amp"]) == (1e-4, 500, True)
+    assert train["seed"] == 0
+    assert infer["roi_size"] == [192, 192, 16]
+    assert (infer["sw_batch_size"], infer["overlap"]) == (2, 0.5)
+    assert (infer["blend_mode"], infer["padding_mode"]) == ("gaussian", "replicate")
+    # 13 TTA passes: the image, then 4 noisy copies (std 0.01) each also flipped on 2 axes.
+    assert 1 + infer["tta_noise_repeats"] * (1 + len(infer["tta_flip_axes"])) == 13
+    assert infer["tta_noise_std"] == 0.01
+
+
+def test_plan_round_trip_and_overrides(tmp_path: Path) -> None:
+    plan = apply_overrides(load_preset("baseline"), ["training.epochs=3", "inference.tta=true"])
+    assert plan["training"]["epochs"] == 3 and plan["inference"]["tta"] is True
+    write_plan(plan, tmp_path)
+    assert read_plan(tmp_path) == plan
+    with pytest.raises(PlanError, match="no value"):
+        apply_overrides(plan, ["training.epoch=3"])
+
+
+def test_a_model_folder_of_another_version_is_refused(tmp_path: Path) -> None:
+    write_plan({**load_preset("baseline"), "format_version": 99}, tmp_path)
+    with pytest.raises(PlanError, match="plan.yaml: plan format 99"):
+        read_plan(tmp_path)
+
+
+def test_folds_are_deterministic_disjoint_and_stratified() -> None:
+    cases = [Case(f"volume-covid19-{s}-{i:04d}", None, None, s) for s in "AB" for i in range(10)]
+    folds = make_folds(cases, 5, seed=0)
+    assert folds == make_folds(list(reversed(cases)), 5, seed=0)
+    assert sorted(i for f in folds for i in f) == sorted(c.case_id for c in cases)
+    assert all(sum("-B-" in i for i in f) == 2 for f in folds)
