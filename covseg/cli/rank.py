@@ -28,7 +28,9 @@ def rank(
         "holm", "--adjust", help="P-value adjustment: holm, bonferroni, hochberg, BH, BY, none."
     ),
     mode: str = typer.Option(
-        "statistical", "--mode", help="Bootstrap mode: statistical or challenger (challengeR 1.0.5)."
+        "statistical",
+        "--mode",
+        help="Bootstrap mode: statistical or challenger (challengeR 1.0.5).",
     ),
     smaller: list[str] = typer.Option(
         [], "--smaller", help="A task where smaller is better (repeatable; NAVE is automatic)."
@@ -82,5 +84,7 @@ def rank(
             progress=True,
         )
     except RankingInputError as e:
-        raise fail(f"{draws if replay is not None and 'draws' in str(e) else results}: {e}") from None
+        raise fail(
+            f"{draws if replay is not None and 'draws' in str(e) else results}: {e}"
+        ) from None
     typer.echo(f"wrote {out_dir / 'report.html'} and the CSVs and plots beside it")

@@ -29,7 +29,10 @@ _BLOCK = 250  # samples per unit of work (and per progress step)
 def make_draws(tasks: Sequence[Task], n_samples: int, seed: int) -> Draws:
     """Draw ``n_samples`` resamples of each task's cases, with replacement, from ``seed``."""
     rng = np.random.default_rng(seed)
-    return {t.name: rng.integers(0, len(t.cases), size=(n_samples, len(t.cases))) for t in tasks}
+    return {
+        t.name: rng.integers(0, len(t.cases), size=(n_samples, len(t.cases)), dtype=np.intp)
+        for t in tasks
+    }
 
 
 def draws_from_frame(frame: pd.DataFrame, tasks: Sequence[Task]) -> Draws:
@@ -61,7 +64,8 @@ def draws_from_frame(frame: pd.DataFrame, tasks: Sequence[Task]) -> Draws:
         if samples is not None and ids != samples:
             raise RankingInputError("draws: all tasks must have the same samples b")
         samples = ids
-        draws[task.name] = cases.to_numpy(dtype=np.intp).reshape(len(ids), len(task.cases))
+        indices = np.asarray(cases.to_numpy(), dtype=np.intp)
+        draws[task.name] = indices.reshape(len(ids), len(task.cases))
     return draws
 
 
@@ -139,7 +143,9 @@ def run_bootstrap(
         )
         tau = stats.kendall_tau_b(block, full_ranks[(method.name, task.name)])
         kendall.append(pd.DataFrame({"method": method.name, "task": task.name, "b": b, "tau": tau}))
-    return BootstrapResult(pd.concat(ranks, ignore_index=True), pd.concat(kendall, ignore_index=True))
+    return BootstrapResult(
+        pd.concat(ranks, ignore_index=True), pd.concat(kendall, ignore_index=True)
+    )
 
 
 def summarize_ranks(ranks: pd.DataFrame, rankings: pd.DataFrame) -> pd.DataFrame:

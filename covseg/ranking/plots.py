@@ -32,7 +32,7 @@ class Plot:
     png: Path
 
 
-def _width(n: int) -> float:
+def _width(n: float) -> float:
     return max(6.0, 1.5 + 0.16 * n)
 
 
@@ -58,7 +58,9 @@ def _save(fig: Figure, out_dir: Path, name: str, title: str) -> Plot:
 
 def _order(result: RankingResult, task: Task, method: str) -> NDArray[np.intp]:
     """Algorithm indices of ``task`` sorted by rank (then name) under ``method``."""
-    ranks = result.rankings[(result.rankings.method == method) & (result.rankings.task == task.name)]
+    ranks = result.rankings[
+        (result.rankings.method == method) & (result.rankings.task == task.name)
+    ]
     rank = ranks.set_index("algorithm").loc[list(task.algorithms), "rank"].to_numpy()
     return np.lexsort((np.arange(len(rank)), rank))
 
@@ -236,7 +238,9 @@ def write_plots(result: RankingResult, out_dir: Path) -> list[Plot]:
     for task in result.tasks:
         order = _order(result, task, method)
         slug = _slug(task.name)
-        plots.append(_save(boxplot(task, order), out_dir, f"boxplot_{slug}", f"{task.name}: values"))
+        plots.append(
+            _save(boxplot(task, order), out_dir, f"boxplot_{slug}", f"{task.name}: values")
+        )
         plots.append(_save(podium(task, order), out_dir, f"podium_{slug}", f"{task.name}: podium"))
         plots.append(
             _save(

@@ -90,7 +90,9 @@ def _task_table(result: RankingResult, task: str) -> dict[str, list[list[str]] |
     """One task's ranking under every method, with bootstrap rank intervals when present."""
     rows = result.rankings[result.rankings.task == task]
     if not result.bootstrap_summary.empty:
-        boot = result.bootstrap_summary[["method", "task", "algorithm", "median_rank", "q025", "q975"]]
+        boot = result.bootstrap_summary[
+            ["method", "task", "algorithm", "median_rank", "q025", "q975"]
+        ]
         rows = rows.merge(boot, on=["method", "task", "algorithm"], how="left")
         rows = rows.assign(
             interval=[f"{lo:g}–{hi:g}" for lo, hi in zip(rows.q025, rows.q975, strict=True)]
@@ -99,5 +101,8 @@ def _task_table(result: RankingResult, task: str) -> dict[str, list[list[str]] |
 
 
 def _table(frame: pd.DataFrame) -> dict[str, list[list[str]] | list[str]]:
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    cells = [
+        [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
     return {"columns": list(frame.columns), "rows": cells}

@@ -107,7 +107,7 @@ def run_ranking(
     tasks = build_tasks(validate_table(table), smaller_better)
     rankings, pairwise = _full_data(parsed, tasks, options)
     full_ranks = {
-        (m, t): g["rank"].to_numpy(dtype=np.float64)
+        (str(m), str(t)): g["rank"].to_numpy(dtype=np.float64)
         for (m, t), g in rankings.groupby(["method", "task"], sort=False)
     }
     if draws is not None:
@@ -166,7 +166,9 @@ def _check_settings(
     if not 0 < alpha < 1:
         raise RankingInputError(f"alpha must be between 0 and 1, not {alpha}")
     if adjust not in (*stats.ADJUSTMENTS, "fdr"):
-        raise RankingInputError(f"unknown adjustment {adjust!r} (use {', '.join(stats.ADJUSTMENTS)})")
+        raise RankingInputError(
+            f"unknown adjustment {adjust!r} (use {', '.join(stats.ADJUSTMENTS)})"
+        )
     if mode not in MODES:
         raise RankingInputError(f"unknown mode {mode!r} (use {', '.join(MODES)})")
     if bootstrap < 0:

@@ -7,6 +7,10 @@ so that equal values stay equal after aggregation), ``rank`` with ties ``"min"``
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -64,15 +68,16 @@ def aggregate(x: NDArray[np.floating], how: str) -> FloatArray:
     """Aggregate along the last axis ignoring NaN: ``mean``, ``median``, ``min`` or ``max``."""
     if how == "mean":
         return mean(x)
-    reducers = {"median": np.nanmedian, "min": np.nanmin, "max": np.nanmax}
+    reducers: dict[str, Callable[..., Any]] = {
+        "median": np.nanmedian,
+        "min": np.nanmin,
+        "max": np.nanmax,
+    }
     if how not in reducers:
         raise ValueError(f"unknown aggregate {how!r} (use mean, median, min or max)")
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
-            return np.asarray(reducers[how](x, axis=-1), dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
+        return np.asarray(reducers[how](x, axis=-1), dtype=np.float64)
 
 
 def rank_min(x: NDArray[np.floating], larger_better: bool = True) -> FloatArray:
@@ -99,9 +104,9 @@ def adjust_pvalues(p: NDArray[np.floating], method: str = "holm") -> FloatArray:
     p = np.asarray(p, dtype=np.float64)
     m = p.shape[-1]
     if method == "none" or m == 0:
-        return p.copy()
+        return p.astype(np.float64)  # a copy
     if method == "bonferroni":
-        return np.minimum(1.0, m * p)
+        return np.asarray(np.minimum(1.0, m * p), dtype=np.float64)
     method = "BH" if method == "fdr" else method
     if method not in ADJUSTMENTS:
         raise ValueError(f"unknown p-value adjustment {method!r} (use {', '.join(ADJUSTMENTS)})")

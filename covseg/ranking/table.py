@@ -53,7 +53,9 @@ def validate_table(table: pd.DataFrame) -> pd.DataFrame:
         table = table.rename(columns={"algo": "algorithm"})  # challengeR's column name
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
-        raise RankingInputError(f"missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
+        raise RankingInputError(
+            f"missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})"
+        )
     out = table.loc[:, list(COLUMNS)].copy()
     for key in ("task", "case", "algorithm"):
         if out[key].isna().any():

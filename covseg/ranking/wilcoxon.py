@@ -124,9 +124,7 @@ def signed_rank_pvalues(
     return p_out, n_out
 
 
-def _upper_tails(
-    v: FloatArray, n: FloatArray, ties: FloatArray
-) -> tuple[FloatArray, FloatArray]:
+def _upper_tails(v: FloatArray, n: FloatArray, ties: FloatArray) -> tuple[FloatArray, FloatArray]:
     """P-values of "x > y" (statistic ``v``) and "y > x" (``n(n+1)/2 - v``), as R computes."""
     sigma = np.sqrt(n * (n + 1) * (2 * n + 1) / 24 - ties / 48)
     centre = n * (n + 1) / 4
