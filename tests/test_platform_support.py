@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from covseg.platform import security
 from covseg.platform.config import Settings
 from covseg.platform.db import make_engine, session_factory, upgrade
 from covseg.platform.models import User, utcnow
@@ -25,6 +26,8 @@ AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 SHAPE = (16, 16, 4)
 CASES = {"case-A-001": "seen", "case-A-002": "seen", "case-B-001": "unseen"}
 PASSWORD = "correct horse battery"
+
+security.set_hash_cost(time_cost=1, memory_kib=64)  # the default cost takes ~0.3 s per log-in
 
 
 def truth_mask(seed: int) -> np.ndarray:

@@ -12,6 +12,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher()
 
 
+def set_hash_cost(time_cost: int, memory_kib: int) -> None:
+    """Change the argon2 cost of new hashes (tests and benchmarks lower it; old hashes verify)."""
+    global _hasher
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
+
+
 def hash_password(password: str) -> str:
     """Argon2id hash of a password, with its own salt and parameters."""
     return _hasher.hash(password)

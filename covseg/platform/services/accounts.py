@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from covseg.platform.models import AuthSession, User, utcnow
 from covseg.platform.security import hash_password, new_token, token_digest, verify_password
@@ -60,7 +60,11 @@ def session_for(db: Session, token: str | None) -> AuthSession | None:
     """The live session of a token, or ``None`` when unknown or expired."""
     if not token:
         return None
-    row = db.scalar(select(AuthSession).where(AuthSession.token_hash == token_digest(token)))
+    row = db.scalar(
+        select(AuthSession)
+        .options(joinedload(AuthSession.user))  # pages render the user after the request
+        .where(AuthSession.token_hash == token_digest(token))
+    )
     if row is None or row.expires_at <= utcnow():
         return None
     return row
