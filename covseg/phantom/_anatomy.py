@@ -1,0 +1,235 @@
+"""The shape of a synthetic chest: body, chest wall, lungs, mediastinum, bones, big vessels.
+
+Every shape is an implicit function of patient coordinates (mm, see :mod:`._grid`): ``u`` towards
+the patient's left, ``v`` posterior, ``w`` superior, broadcastable arrays, so the same function
+fills a grid and tests single points (vessel trees check that each branch stays in its lung).
+Heights are also given as ``t``, the fraction of the lung height above the lung base
+(0 = deepest costophrenic recess, 1 = apex).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float32]
+Coord = npt.NDArray[np.floating] | float
+
+#: Lung labels (the lung mask's values).
+RIGHT, LEFT = 1, 2
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """One patient's body measurements (mm), drawn at random by :meth:`sample`.
+
+    Attributes
+    ----------
+    body_a, body_b
+        Half-width and half-depth of the body outline (mm).
+    body_v
+        Posterior offset of the body centre (mm).
+    fat
+        Subcutaneous fat thickness (mm).
+    wall_lateral, wall_anterior, wall_posterior
+        Chest-wall (muscle and ribs) thickness at the side, front and back (mm).
+    lung_base
+        Height ``w`` of the deepest point of the lungs (mm).
+    lung_height
+        Lung base to apex (mm).
+    dome_right, dome_left
+        Height of each diaphragm dome above the lung base, as a fraction of the lung height.
+    junction_gap
+        Gap between the two lungs in front of the upper mediastinum (mm; 0 = touching).
+    rib_pitch
+        Vertical distance between ribs at the back (mm).
+    rib_drop
+        How much lower each rib is at the front than at the back (mm).
+    rib_phase
+        Height of the first rib's top above the apex, in pitches.
+    lung_hu, bone_hu
+        Mean lung parenchyma and vertebral cancellous bone density (HU).
+    """
+
+    body_a: float
+    body_b: float
+    body_v: float
+    fat: float
+    wall_lateral: float
+    wall_anterior: float
+    wall_posterior: float
+    lung_base: float
+    lung_height: float
+    dome_right: float
+    dome_left: float
+    junction_gap: float
+    rib_pitch: float
+    rib_drop: float
+    rib_phase: float
+    lung_hu: float
+    bone_hu: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> Anatomy:
+        """A plausible adult chest."""
+        height = rng.uniform(215.0, 255.0)
+        return cls(
+            body_a=rng.uniform(148.0, 172.0),
+            body_b=rng.uniform(105.0, 125.0),
+            body_v=rng.uniform(-12.0, -2.0),
+            fat=rng.uniform(6.0, 22.0),
+            wall_lateral=rng.uniform(8.0, 13.0),
+            wall_anterior=rng.uniform(8.0, 12.0),
+            wall_posterior=rng.uniform(18.0, 26.0),
+            lung_base=-0.5 * height + rng.uniform(-12.0, 8.0),
+            lung_height=height,
+            dome_right=rng.uniform(0.24, 0.32),
+            dome_left=rng.uniform(0.18, 0.25),
+            junction_gap=rng.choice([0.0, rng.uniform(1.0, 6.0)]),
+            rib_pitch=rng.uniform(23.0, 27.0),
+            rib_drop=rng.uniform(70.0, 95.0),
+            rib_phase=rng.uniform(0.1, 0.5),
+            lung_hu=rng.uniform(-875.0, -835.0),
+            bone_hu=rng.uniform(170.0, 300.0),
+        )
+
+    # -- derived geometry -------------------------------------------------------------------
+    def t(self, w: Coord) -> npt.NDArray[np.floating]:
+        """Fraction of the lung height above the lung base."""
+        return (np.asarray(w) - self.lung_base) / self.lung_height
+
+    def w_at(self, t: float) -> float:
+        """Height (mm) of lung fraction ``t``."""
+        return self.lung_base + t * self.lung_height
+
+    @property
+    def cavity_a(self) -> float:
+        """Half-width of the chest cavity at its widest (mm)."""
+        return self.body_a - self.fat - self.wall_lateral
+
+    @property
+    def cavity_b(self) -> float:
+        """Half-depth of the chest cavity (mm)."""
+        front = self.body_v - self.body_b + 0.8 * self.fat + self.wall_anterior
+        back = self.body_v + self.body_b - 0.8 * self.fat - self.wall_posterior
+        return 0.5 * (back - front)
+
+    @property
+    def cavity_v(self) -> float:
+        """Antero-posterior centre of the chest cavity (mm)."""
+        front = self.body_v - self.body_b + 0.8 * self.fat + self.wall_anterior
+        return front + self.cavity_b
+
+    @property
+    def spine_v(self) -> float:
+        """Centre of the vertebral bodies (mm)."""
+        return self.cavity_v + self.cavity_b - 25.0
+
+    @property
+    def trachea_v(self) -> float:
+        """Centre of the trachea (mm), in front of the oesophagus."""
+        return self.spine_v - 45.0
+
+    def cavity_scale(self, t: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+        """Cavity size relative to its widest: constant below mid-chest, narrowing to the apex."""
+        above = np.clip((t - 0.45) / 0.8, 0.0, 0.95)
+        below = np.clip((0.2 - t) / 0.5, 0.0, 1.0)
+        return np.sqrt(1.0 - above**2) * (1.0 - 0.06 * below)
+
+
+def _superellipse(u: Coord, v: Coord, a: Coord, b: Coord, back_power: float) -> Array:
+    """Normalised radius of an outline flattened at the back (lying on the table)."""
+    vv = np.asarray(v)
+    power = np.where(vv > 0, back_power, 2.0)
+    return np.asarray((np.asarray(u) / a) ** 2 + np.abs(vv / b) ** power, dtype=np.float32)
+
+
+def body(anat: Anatomy, u: Coord, v: Coord) -> npt.NDArray[np.bool_]:
+    """Inside the skin."""
+    return _superellipse(u, np.asarray(v) - anat.body_v, anat.body_a, anat.body_b, 3.0) < 1.0
+
+
+def muscle_outline(anat: Anatomy, u: Coord, v: Coord) -> npt.NDArray[np.bool_]:
+    """Inside the subcutaneous fat (muscle, bone and everything deeper)."""
+    a, b = anat.body_a - anat.fat, anat.body_b - anat.fat * 0.8
+    return _superellipse(u, np.asarray(v) - anat.body_v, a, b, 3.0) < 1.0
+
+
+def cavity_radius(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.floating]:
+    """Normalised radius in the chest cavity's elliptic cross-section (< 1 inside)."""
+    s = anat.cavity_scale(anat.t(w))
+    return (np.asarray(u) / (anat.cavity_a * s)) ** 2 + (
+        (np.asarray(v) - anat.cavity_v) / (anat.cavity_b * s)
+    ) ** 2
+
+
+def _mediastinum_halfwidth(
+    anat: Anatomy, v: Coord, t: npt.NDArray[np.floating], side: int
+) -> npt.NDArray[np.floating]:
+    """Distance (mm) from the midline to the lung's medial edge, by depth and height.
+
+    In front the lungs nearly touch (the anterior junction line) above the heart; in the middle
+    the trachea, oesophagus and aorta (on the left) keep them apart; at the back the spine.
+    """
+    vn = (np.asarray(v) - anat.cavity_v) / anat.cavity_b
+    knots = [-1.0, -0.55, -0.2, 0.2, 0.55, 1.0]
+    gap = 0.5 * anat.junction_gap
+    if side == RIGHT:
+        upper = [gap, gap + 1.0, 17.0, 19.0, 27.0, 27.0]
+        lower = [12.0, 14.0, 22.0, 22.0, 27.0, 27.0]
+    else:
+        upper = [gap, gap + 1.0, 20.0, 26.0, 40.0, 30.0]
+        lower = [16.0, 20.0, 26.0, 30.0, 40.0, 30.0]
+    hi = np.interp(vn, knots, upper)
+    lo = np.interp(vn, knots, lower)
+    mix = np.clip((t - 0.45) / 0.15, 0.0, 1.0)
+    return mix * hi + (1.0 - mix) * lo
+
+
+def diaphragm_t(anat: Anatomy, u: Coord, v: Coord, side: int) -> npt.NDArray[np.floating]:
+    """Height (as ``t``) of the diaphragm under each point: domes, lowest at the back and sides."""
+    sign = -1.0 if side == RIGHT else 1.0
+    dome = anat.dome_right if side == RIGHT else anat.dome_left
+    du = (np.asarray(u) - sign * 0.45 * anat.cavity_a) / (0.75 * anat.cavity_a)
+    dv = (np.asarray(v) - anat.cavity_v + 0.15 * anat.cavity_b) / (1.1 * anat.cavity_b)
+    return dome * np.clip(1.0 - du**2 - dv**2, 0.0, 1.0) ** 0.7
+
+
+def heart_radius(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.floating]:
+    """Normalised radius in the heart ellipsoid (< 1 inside), left of the midline, on the dome."""
+    cu, cv = 0.2 * anat.cavity_a, anat.cavity_v - 0.32 * anat.cavity_b
+    cw = anat.w_at(anat.dome_left + 0.06)
+    ru, rv, rw = 0.4 * anat.cavity_a, 0.52 * anat.cavity_b, 0.24 * anat.lung_height
+    return (
+        ((np.asarray(u) - cu) / ru) ** 2
+        + ((np.asarray(v) - cv) / rv) ** 2
+        + ((np.asarray(w) - cw) / rw) ** 2
+    )
+
+
+def lung_side(anat: Anatomy, u: Coord, v: Coord, w: Coord, side: int) -> npt.NDArray[np.bool_]:
+    """Inside the lung region of one side (before big mediastinal tubes are carved out)."""
+    uu, vv, ww = np.asarray(u), np.asarray(v), np.asarray(w)
+    t = anat.t(ww)
+    sign = -1.0 if side == RIGHT else 1.0
+    medial = sign * uu > _mediastinum_halfwidth(anat, vv, t, side)
+    inside = cavity_radius(anat, uu, vv, ww) < 1.0
+    s = anat.cavity_scale(t)
+    apex = np.sqrt(np.clip(1.0 - ((t - 0.6) / 0.4) ** 2, 0.0, 1.0)) * s
+    apex = np.where(t < 0.6, s, apex)
+    cu = sign * 0.5 * anat.cavity_a * s
+    dome = ((uu - cu) / (0.62 * anat.cavity_a * apex + 1e-6)) ** 2 + (
+        (vv - anat.cavity_v - 0.1 * anat.cavity_b) / (1.25 * anat.cavity_b * apex + 1e-6)
+    ) ** 2
+    above = t > diaphragm_t(anat, uu, vv, side)
+    no_heart = heart_radius(anat, uu, vv, ww) > 1.12**2
+    return medial & inside & (dome < 1.0) & above & (t < 1.0) & no_heart
+
+
+def lung_label(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.uint8]:
+    """0 outside the lungs, :data:`RIGHT` or :data:`LEFT` inside."""
+    right = lung_side(anat, u, v, w, RIGHT)
+    left = lung_side(anat, u, v, w, LEFT)
+    return (right * RIGHT + left * LEFT).astype(np.uint8)

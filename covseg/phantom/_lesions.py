@@ -1,0 +1,136 @@
+"""COVID-19-like lesions: peripheral, irregular ground-glass opacities and consolidations.
+
+A lesion is an ellipsoid envelope roughened by smooth random waves, centred just under the
+pleura (most often in the lower and posterior lung, as in COVID-19 pneumonia) and clipped to the
+lungs. Ground glass fades in over its edge; a "mixed" lesion has a consolidated core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from covseg.phantom._grid import Array, Grid
+
+#: Lesion volumes are drawn log-uniformly in this range (mL).
+VOLUME_RANGE_ML = (1.0, 250.0)
+#: Lesion fraction at and above which a voxel belongs to the lesion mask.
+MASK_LEVEL = 0.5
+
+
+@dataclass(frozen=True)
+class LesionField:
+    """Lesions drawn on the working grid.
+
+    Attributes
+    ----------
+    fraction
+        How much of each voxel is lesion (0..1); the mask is ``fraction >= MASK_LEVEL``.
+    hu
+        Lesion density where ``fraction > 0`` (HU).
+    """
+
+    fraction: Array
+    hu: Array
+
+
+def _waves(
+    rng: np.random.Generator, coords: tuple[Array, Array, Array], wavelength: float, count: int
+) -> Array:
+    """Smooth random field (about unit s.d.): a sum of plane waves of about ``wavelength`` mm."""
+    out: Array = np.zeros(np.broadcast_shapes(*(c.shape for c in coords)), dtype=np.float32)
+    for _ in range(count):
+        k = rng.normal(size=3)
+        k *= 2 * np.pi / (wavelength * rng.uniform(0.7, 1.4) * np.linalg.norm(k))
+        phase = k[0] * coords[0] + k[1] * coords[1] + k[2] * coords[2] + rng.uniform(0, 2 * np.pi)
+        out += np.cos(phase).astype(np.float32)
+    return out * np.float32(np.sqrt(2.0 / count))
+
+
+def _candidate_centres(
+    grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Lung points on a coarse grid with their depth under the pleura (mm) and a weight.
+
+    The weight favours the lower and posterior lung, where COVID-19 lesions are most frequent.
+    """
+    step = [max(1, int(round(4.0 / s))) for s in grid.spacing]
+    coarse = lung[:: step[0], :: step[1], :: step[2]]
+    spacing = [s * k for s, k in zip(grid.spacing, step, strict=True)]
+    depth = ndimage.distance_transform_edt(coarse, sampling=spacing)
+    idx = np.argwhere(coarse)
+    full = idx * np.asarray(step)
+    points = (full - (np.asarray(grid.shape) - 1) / 2) * np.asarray(grid.spacing)
+    tt = np.broadcast_to(t, grid.shape)[tuple(full.T)]
+    vn = np.broadcast_to(v_norm, grid.shape)[tuple(full.T)]
+    weight = (1.2 - np.clip(tt, 0, 1)) * (1.3 + np.clip(vn, -1, 1))
+    return points, depth[tuple(idx.T)], weight
+
+
+def draw_lesions(
+    rng: np.random.Generator,
+    grid: Grid,
+    lung: npt.NDArray[np.bool_],
+    t: Array,
+    v_norm: Array,
+    count: int,
+) -> LesionField:
+    """Draw ``count`` lesions inside ``lung`` (working-grid booleans)."""
+    fraction = np.zeros(grid.shape, dtype=np.float32)
+    hu = np.zeros(grid.shape, dtype=np.float32)
+    if count == 0 or not lung.any():
+        return LesionField(fraction, hu)
+    points, depth, weight = _candidate_centres(grid, lung, t, v_norm)
+    for _ in range(count):
+        volume = np.exp(rng.uniform(*np.log(VOLUME_RANGE_ML)))
+        radius = (3 * volume * 1000 / (4 * np.pi)) ** (1 / 3)
+        near = depth <= max(4.0, 0.5 * radius)  # subpleural: touches or nearly touches the pleura
+        w = weight * near if near.any() else weight
+        centre = points[rng.choice(len(points), p=w / w.sum())]
+        _draw_one(rng, grid, lung, centre, radius, fraction, hu)
+    return LesionField(fraction, hu)
+
+
+def _box(grid: Grid, centre: npt.NDArray[np.float64], reach: float) -> tuple[slice, slice, slice]:
+    lo = np.floor(grid.index_of((centre - reach)[None])[0]).astype(int)
+    hi = np.ceil(grid.index_of((centre + reach)[None])[0]).astype(int) + 1
+    lo = np.clip(lo, 0, grid.shape)
+    hi = np.clip(hi, 0, grid.shape)
+    return slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])
+
+
+def _draw_one(
+    rng: np.random.Generator,
+    grid: Grid,
+    lung: npt.NDArray[np.bool_],
+    centre: npt.NDArray[np.float64],
+    radius: float,
+    fraction: Array,
+    hu: Array,
+) -> None:
+    """Add one lesion, keeping the denser lesion where two overlap."""
+    axes = rng.uniform(0.7, 1.4, 3)
+    axes = radius * axes / np.prod(axes) ** (1 / 3)
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    box = _box(grid, centre, 1.7 * axes.max())
+    u, v, w = grid.coords()
+    local = (u[box[0]] - centre[0], v[:, box[1]] - centre[1], w[:, :, box[2]] - centre[2])
+    rotated = [sum(rotation[i, j] * local[i] for i in range(3)) / axes[j] for j in range(3)]
+    envelope = 1.0 - sum(r**2 for r in rotated)
+    rough = _waves(rng, local, 0.9 * radius, 10) + 0.5 * _waves(rng, local, 0.3 * radius, 8)
+    level = envelope + 0.45 * rough
+    frac = np.clip(level / 0.3, 0.0, 1.0) * lung[box]
+    kind = rng.choice(["ggo", "mixed", "consolidation"], p=[0.6, 0.3, 0.1])
+    ggo = rng.uniform(-700.0, -380.0) + 45.0 * _waves(rng, local, 6.0, 6)
+    if kind == "ggo":
+        density = ggo
+    else:
+        start = 0.1 if kind == "consolidation" else rng.uniform(0.5, 0.8)
+        solid = np.clip((level - start) / 0.25, 0.0, 1.0)
+        density = ggo + solid * (rng.uniform(-90.0, 40.0) - ggo)
+    denser = frac > fraction[box]
+    fraction[box] = np.where(denser, frac, fraction[box])
+    hu[box] = np.where(denser, density, hu[box])

@@ -1,0 +1,171 @@
+"""Paint a chest on the working grid: tissue densities (HU), lung regions and lesion fraction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from covseg.phantom import _bones
+from covseg.phantom._anatomy import (
+    LEFT,
+    RIGHT,
+    Anatomy,
+    body,
+    cavity_radius,
+    diaphragm_t,
+    heart_radius,
+    lung_side,
+    muscle_outline,
+)
+from covseg.phantom._grid import Array, Grid, splat_tubes
+from covseg.phantom._lesions import draw_lesions
+from covseg.phantom._tubes import Mediastinum, Tubes, branching_tree, mediastinum, tree_tubes
+
+#: Tissue densities (HU) before noise.
+HU = {
+    "air": -1000.0,
+    "fat": -100.0,
+    "mediastinal_fat": -90.0,
+    "muscle": 45.0,
+    "blood": 40.0,
+    "oesophagus": 35.0,
+    "airway_wall": 20.0,
+    "liver": 55.0,
+    "spleen": 45.0,
+    "stomach": 15.0,
+    "csf": 15.0,
+    "disc": 85.0,
+    "cortex": 700.0,
+}
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """A chest on the working grid.
+
+    Attributes
+    ----------
+    hu
+        Density before noise (HU).
+    right, left
+        Each lung's region (booleans), trachea and main bronchi excluded.
+    lesion
+        Lesion fraction (0..1), inside the lungs only.
+    """
+
+    hu: Array
+    right: npt.NDArray[np.bool_]
+    left: npt.NDArray[np.bool_]
+    lesion: Array
+
+
+def _mix(img: Array, value: float | Array, fraction: Array | npt.NDArray[np.bool_]) -> None:
+    """Blend ``value`` into ``img`` by ``fraction`` in place (partial volume)."""
+    img += np.asarray(fraction, dtype=np.float32) * (np.float32(value) - img)
+
+
+def draw_chest(
+    anat: Anatomy, rng: np.random.Generator, grid: Grid, n_lesions: int, blur_mm: float
+) -> Drawing:
+    """Draw every structure, innermost last, and blur by the reconstruction kernel."""
+    u, v, w = grid.coords()
+    step = 0.6 * min(grid.spacing)
+    top = float(w.max())
+    img = np.full(grid.shape, HU["air"], dtype=np.float32)
+    img[np.broadcast_to(body(anat, u, v), grid.shape)] = HU["fat"]
+    img[np.broadcast_to(muscle_outline(anat, u, v), grid.shape)] = HU["muscle"]
+    cavity = cavity_radius(anat, u, v, w) < 1.0
+    img[cavity] = HU["mediastinal_fat"]
+    _draw_abdomen(img, anat, u, v, w, cavity)
+    med = mediastinum(anat, top, step)
+    right, left = _lungs(anat, grid, u, v, w, med)
+    lung = right | left
+    vn = (v - anat.cavity_v) / anat.cavity_b
+    parenchyma = anat.lung_hu + 30.0 * np.clip(vn, -1.0, 1.0)  # denser where the patient lies
+    img[lung] = np.broadcast_to(parenchyma, grid.shape)[lung]
+    lesions = draw_lesions(rng, grid, lung, anat.t(w), vn, n_lesions)
+    _mix(img, lesions.hu, lesions.fraction)
+    _draw_trees(img, anat, rng, grid, med, cavity, step)
+    img[heart_radius(anat, u, v, w) < 1.0] = HU["blood"]
+    _mix(img, HU["blood"], splat_tubes(grid, med.vessels.points, med.vessels.radii))
+    _mix(img, HU["oesophagus"], splat_tubes(grid, med.oesophagus.points, med.oesophagus.radii))
+    wall = med.trachea.widened(2.0)
+    _mix(img, HU["airway_wall"], splat_tubes(grid, wall.points, wall.radii))
+    _mix(img, HU["air"], splat_tubes(grid, med.trachea.points, med.trachea.radii))
+    _draw_bones(img, anat, u, v, w)
+    sigma = [blur_mm / s for s in grid.spacing[:2]] + [0.0]
+    img = ndimage.gaussian_filter(img, sigma=sigma, truncate=3.0)
+    return Drawing(img, right, left, lesions.fraction)
+
+
+def _lungs(
+    anat: Anatomy, grid: Grid, u: Array, v: Array, w: Array, med: Mediastinum
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Both lung regions, with the central airways and great vessels carved out (3 mm margin)."""
+    solid = Tubes.join([med.trachea, med.vessels, med.oesophagus]).widened(3.0)
+    free = splat_tubes(grid, solid.points, solid.radii) == 0
+    return lung_side(anat, u, v, w, RIGHT) & free, lung_side(anat, u, v, w, LEFT) & free
+
+
+def _draw_abdomen(
+    img: Array, anat: Anatomy, u: Array, v: Array, w: Array, cavity: npt.NDArray[np.bool_]
+) -> None:
+    """Liver under the right dome; spleen and a stomach with an air-fluid level under the left."""
+    t = anat.t(w)
+    right_side = u < 0.12 * anat.cavity_a
+    under_right = t < diaphragm_t(anat, u, v, RIGHT) - 0.015
+    under_left = t < diaphragm_t(anat, u, v, LEFT) - 0.015
+    img[cavity & right_side & under_right] = HU["liver"]
+    img[cavity & ~right_side & under_left] = HU["spleen"]
+    su, sv, sw = 0.45 * anat.cavity_a, anat.cavity_v - 0.25 * anat.cavity_b, anat.w_at(0.1)
+    stomach = ((u - su) / 38.0) ** 2 + ((v - sv) / 30.0) ** 2 + ((w - sw) / 28.0) ** 2 < 1.0
+    stomach &= cavity & ~right_side & under_left
+    img[stomach] = HU["stomach"]
+    img[stomach & (v < sv - 8.0)] = HU["air"]  # supine: gas rises to the front
+
+
+def _draw_trees(
+    img: Array,
+    anat: Anatomy,
+    rng: np.random.Generator,
+    grid: Grid,
+    med: Mediastinum,
+    cavity: npt.NDArray[np.bool_],
+    step: float,
+) -> None:
+    """Pulmonary vessels (arteries and veins) and airways, branching from each hilum."""
+    (rh, lh), (rb, lb) = med.hila, med.bronchus_ends
+    fine = max(0.45, 0.3 * min(grid.spacing[:2]))
+    vein_shift = np.asarray([0.0, -6.0, -18.0])
+    vessel_roots = [(rh, RIGHT), (lh, LEFT)]
+    vein_roots = [(tuple(np.add(p, vein_shift)), s) for p, s in vessel_roots]
+    vessels = Tubes.join(
+        [
+            tree_tubes(branching_tree(anat, rng, roots, 5.0, fine, (4.0, 7.0)), step)
+            for roots in (vessel_roots, vein_roots)
+        ]
+    )
+    airway = tree_tubes(
+        branching_tree(anat, rng, [(rb, RIGHT), (lb, LEFT)], 4.0, max(1.0, 2 * fine), (4.0, 7.0)),
+        step,
+    )
+    inside = cavity.astype(np.float32)
+    _mix(img, HU["blood"], splat_tubes(grid, vessels.points, vessels.radii) * inside)
+    outer = airway.widened(0.4, scale=1.25)
+    _mix(img, HU["airway_wall"], splat_tubes(grid, outer.points, outer.radii) * inside)
+    _mix(img, HU["air"], splat_tubes(grid, airway.points, airway.radii) * inside)
+
+
+def _draw_bones(img: Array, anat: Anatomy, u: Array, v: Array, w: Array) -> None:
+    bone, cortex, disc = _bones.spine(anat, u, v, w)
+    canal = (u**2 + (v - anat.spine_v - 29.0) ** 2) < 8.5**2
+    img[np.broadcast_to(canal, img.shape)] = HU["csf"]
+    img[disc] = HU["disc"]
+    img[bone] = anat.bone_hu
+    img[cortex] = HU["cortex"]
+    for part in (_bones.ribs(anat, u, v, w), _bones.sternum(anat, u, v, w)):
+        img[part[0]] = anat.bone_hu
+        img[part[1]] = HU["cortex"]
