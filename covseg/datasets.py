@@ -2,7 +2,8 @@
 
 Layouts recognised by :func:`find_cases`, tried in this order:
 
-- **CSV manifest**: ``FOLDER/*.csv`` (exactly one) or the CSV file itself, with columns
+- **CSV manifest**: ``FOLDER/*.csv`` (exactly one with a ``case`` and an ``image`` or ``label``
+  column; other CSV files such as a metrics.csv are ignored) or the CSV file itself, with columns
   ``case, image, label, source`` (``image``/``label`` may be empty; ``source`` may be absent);
   paths are relative to the CSV's folder.
 - **nnU-Net**: ``imagesTr/NAME_0000.nii.gz`` with ``labelsTr/NAME.nii.gz``, and ``imagesTs/``
@@ -155,8 +156,15 @@ def natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+def _is_manifest(path: Path) -> bool:
+    """A CSV with a ``case`` column and an ``image`` or ``label`` column (not, say, metrics.csv)."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = {name.strip().lower() for name in next(csv.reader(handle), [])}
+    return "case" in header and bool(header & {"image", "label"})
+
+
 def _detect(folder: Path) -> list[Case]:
-    manifests = sorted(folder.glob("*.csv"))
+    manifests = [path for path in sorted(folder.glob("*.csv")) if _is_manifest(path)]
     if len(manifests) > 1:
         names = ", ".join(path.name for path in manifests)
         raise DatasetError(f"{folder}: several CSV manifests ({names}); pass one of them")

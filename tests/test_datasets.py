@@ -129,6 +129,8 @@ def test_manifest_paths_are_relative_to_the_csv(tmp_path):
     ]
     assert find_cases(tmp_path) == expected
     assert find_cases(manifest) == expected
+    (tmp_path / "metrics.csv").write_text("case,dice\none,0.5\n")  # not a manifest
+    assert find_cases(tmp_path) == expected
 
 
 @pytest.mark.parametrize(
