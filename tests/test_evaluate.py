@@ -93,9 +93,11 @@ def test_prediction_on_another_grid_fails_saying_what_differs(tmp_path):
     direction = np.diag([-1.0, 1.0, 1.0])
     cases = {
         "shape (20, 18, 5) differs": Volume.from_geometry(mask[..., :5], SPACING, ORIGIN),
-        "spacing (0.8, 0.75, 5) mm differs": Volume.from_geometry(mask, (0.8, 0.75, 5.0), ORIGIN),
-        "origin (-119, 80.5, -300) mm differs": Volume.from_geometry(
-            mask, SPACING, (-119.0, 80.5, -300.0)
+        "spacing (0.8, 0.75, 5) mm differs from the truth's (0.75, 0.75, 5) mm (by up to 0.05": (
+            Volume.from_geometry(mask, (0.8, 0.75, 5.0), ORIGIN)
+        ),
+        "origin (-120.002, 80.5, -300) mm differs from the truth's (-120, 80.5, -300) mm": (
+            Volume.from_geometry(mask, SPACING, (-120.002, 80.5, -300.0))
         ),
         "orientation differs": Volume.from_geometry(mask, SPACING, ORIGIN, direction),
     }
