@@ -42,6 +42,7 @@ def worker(
     from covseg.platform.tasks import make_queue
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = Settings(
         data_dir=data_dir,
         database_url=database,

@@ -42,6 +42,8 @@ METRICS: dict[str, bool] = {
 DEFAULT_METRICS = ["dice", "nsd", "nave", "hd95"]
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _MASK_SUFFIXES = ("_seg.nii.gz", ".nii.gz", "_seg.nii", ".nii")
+#: COVID-19-20 names labels ``<case>_seg.nii.gz`` beside ``<case>_ct.nii.gz``.
+_SEG_SUFFIXES = ("_seg.nii.gz", "_seg.nii")
 
 
 def case_id_of(filename: str) -> str | None:
@@ -150,11 +152,12 @@ def _copy_truth(phase_spec: dict[str, Any], base: Path, dest: Path) -> list[tupl
     if not folder.is_dir():
         raise Invalid(f"phase {phase_spec.get('slug')!r}: truth folder {folder} not found")
     dest.mkdir(parents=True, exist_ok=True)
+    files = [p for p in sorted(folder.iterdir()) if case_id_of(p.name) is not None]
+    if any(p.name.endswith(_SEG_SUFFIXES) for p in files):
+        files = [p for p in files if p.name.endswith(_SEG_SUFFIXES)]  # skip the CTs beside
     cases: list[tuple[str, Path]] = []
-    for path in sorted(folder.iterdir()):
-        case = case_id_of(path.name)
-        if case is None:
-            continue
+    for path in files:
+        case = str(case_id_of(path.name))
         target = dest / f"{case}{'.nii.gz' if path.name.endswith('.gz') else '.nii'}"
         shutil.copyfile(path, target)
         cases.append((case, target))

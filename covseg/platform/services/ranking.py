@@ -43,7 +43,7 @@ def run_final_ranking(
     """
     import pandas as pd
 
-    from covseg.ranking import run_ranking, table_from_evaluations
+    from covseg.ranking import RankingInputError, run_ranking, table_from_evaluations
 
     if actor is not None:
         require_organizer(db, actor, challenge)
@@ -57,7 +57,7 @@ def run_final_ranking(
             {
                 "case": r.case_id,
                 "source": r.source,
-                "subset": phase.slug,
+                "subset": r.source,  # seen / unseen: the ranking's tasks split by it
                 **{m: r.metrics.get(m) for m in RANKING_METRICS},
                 "status": r.status,
                 "error": r.error,
@@ -65,18 +65,21 @@ def run_final_ranking(
             for r in sub.results
         ]
         evaluations[sub.team.name] = pd.DataFrame(rows)
-    table, smaller_better = table_from_evaluations(evaluations)
     out = ranking_dir(settings, challenge)
     shutil.rmtree(out, ignore_errors=True)
-    run_ranking(
-        table,
-        out,
-        methods=("test-then-rank",),
-        bootstrap=bootstrap,
-        seed=seed,
-        adjust="holm",
-        smaller_better=tuple(smaller_better),
-    )
+    try:
+        table, smaller_better = table_from_evaluations(evaluations)
+        run_ranking(
+            table,
+            out,
+            methods=("test-then-rank",),
+            bootstrap=bootstrap,
+            seed=seed,
+            adjust="holm",
+            smaller_better=tuple(smaller_better),
+        )
+    except RankingInputError as exc:
+        raise Invalid(f"the ranking cannot run: {exc}") from exc
     challenge.ranking_published = True
     record(db, actor, challenge, "run final ranking", f"{phase.slug}, {len(subs)} teams")
     return out / "report.html"
