@@ -238,8 +238,39 @@ def _read_dicom_series(folder: Path) -> Volume:
     if len(series) > 1:
         raise VolumeReadError(f"{folder}: {len(series)} DICOM series found, expected one")
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    reader.MetaDataDictionaryArrayUpdateOn()
     # GDCM applies HU = stored * RescaleSlope + RescaleIntercept and sorts slices by position.
-    return _itk_to_volume(reader.Execute())
+    image = reader.Execute()
+    _check_slice_gaps(reader, image.GetDepth(), folder)
+    return _itk_to_volume(image)
+
+
+def _check_slice_gaps(reader: object, depth: int, folder: Path) -> None:
+    """Refuse a series with missing or unevenly spaced slices.
+
+    ITK then reports one mean spacing (a warning only), which would silently stretch the volume
+    and every measurement in mm. Positions are ImagePositionPatient projected on the slice normal.
+    """
+    import SimpleITK as sitk
+
+    assert isinstance(reader, sitk.ImageSeriesReader)
+    if depth < 3 or not reader.HasMetaDataKey(0, "0020|0037"):
+        return
+    cosines = [float(x) for x in reader.GetMetaData(0, "0020|0037").split("\\")]
+    normal = np.cross(cosines[:3], cosines[3:6])
+    positions = []
+    for index in range(depth):
+        if not reader.HasMetaDataKey(index, "0020|0032"):
+            return
+        position = [float(x) for x in reader.GetMetaData(index, "0020|0032").split("\\")]
+        positions.append(float(np.dot(normal, position)))
+    gaps = np.abs(np.diff(positions))
+    typical = float(np.median(gaps))
+    if float(np.max(np.abs(gaps - typical))) > max(1e-2, 0.01 * typical):
+        raise VolumeReadError(
+            f"{folder}: slices unevenly spaced (gaps from {gaps.min():.3g} to {gaps.max():.3g} mm);"
+            " missing slices?"
+        )
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:

@@ -128,6 +128,15 @@ def test_single_dicom_file_applies_rescale_to_the_stored_pixels(shared_data):
     np.testing.assert_array_equal(ct.array[:, :, 0].T, stored.astype(np.int32) - 1024)
 
 
+def test_dicom_series_with_a_missing_slice_is_refused(shared_data, tmp_path):
+    files = sorted((shared_data / "totalseg" / "example_ct_dicom").iterdir())
+    assert len(files) == 20
+    for path in files[:9] + files[10:]:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(VolumeReadError, match=r"gaps from 2 to 4 mm\); missing slices"):
+        read_volume(tmp_path)
+
+
 def test_folder_with_two_dicom_series_is_refused(shared_data):
     with pytest.raises(VolumeReadError, match=r"A002304: 2 DICOM series"):
         read_volume(shared_data / "ny-sbu" / "A002304")
