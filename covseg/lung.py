@@ -19,9 +19,10 @@ a 512 x 512 x 300 CT take a few seconds):
    at the anterior junction) is eroded until it splits and each voxel then goes to the nearer
    part. The side comes from the affine: in RAS+ world coordinates +x points to the patient's
    right, so the lung with the larger x is the right lung.
-5. Each lung is closed in-plane with a disk of :data:`CLOSING_MM` (in mm, so thick and thin
+5. Each lung is closed with a ball of :data:`CLOSING_MM` (a radius in mm, so thick and thin
    slices behave alike) and its holes are filled slice by slice: this brings back vessels and
-   dense lesions (consolidation), also those against the chest wall, without reaching bone.
+   dense lesions (consolidation), also those against the chest wall or filling the base of a
+   lung, without reaching bone or contrast-filled vessels outside the lung.
 6. The low-resolution mask is upsampled with linear interpolation of the lung field (smooth
    edges) and nearest labels, then put back in the file's orientation.
 """
@@ -39,7 +40,7 @@ from covseg.io import Volume
 AIR_HU = -400.0
 #: A connected air region whose median is below this is pure air (outside, bowel, airway), not lung.
 PURE_AIR_HU = -950.0
-#: Radius (mm) of the in-plane closing that brings back lesions and vessels at the lung border.
+#: Radius (mm) of the closing that brings back lesions and vessels at the lung border.
 CLOSING_MM = 12.0
 #: Voxels denser than this (HU, bone and contrast) are never added by the closing.
 MAX_FILL_HU = 150.0
@@ -386,7 +387,7 @@ def _close_lungs(
     airway: BoolArray,
     spacing: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.uint8]:
-    """Close each lung in-plane with a disk of :data:`CLOSING_MM` mm and fill its holes."""
+    """Close each lung with a ball of :data:`CLOSING_MM` mm and fill its holes slice by slice."""
     from scipy import ndimage
 
     out = labels.copy()
@@ -398,9 +399,9 @@ def _close_lungs(
         box = lung_bounding_box(lung, tuple(spacing), CLOSING_MM + 2 * max(spacing))
         sub = lung[box]
         # Closing by distance: dilate by r then erode by r (exact disks in mm, any spacing).
-        outside = ndimage.distance_transform_edt(~sub, _plane(spacing)) > CLOSING_MM
+        outside = ndimage.distance_transform_edt(~sub, _ball(spacing)) > CLOSING_MM
         closed = ~outside
-        closed = ndimage.distance_transform_edt(closed, _plane(spacing)) > CLOSING_MM
+        closed = ndimage.distance_transform_edt(closed, _ball(spacing)) > CLOSING_MM
         # The closing may not reach bone, contrast or airways; holes enclosed by lung are lung.
         closed = (closed & allowed[box] & (out[box] == 0)) | sub
         closed = _fill_slices(closed) & ~airway[box]
@@ -408,9 +409,9 @@ def _close_lungs(
     return out
 
 
-def _plane(spacing: npt.NDArray[np.float64]) -> tuple[float, float, float]:
-    """Sampling for in-plane distances only (a huge z step keeps slices apart)."""
-    return (float(spacing[0]), float(spacing[1]), 1e6)
+def _ball(spacing: npt.NDArray[np.float64]) -> tuple[float, float, float]:
+    """Voxel size (mm) for the closing's distance maps: a ball, the same in mm for any slices."""
+    return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
 
 
 def _fill_slices(mask: BoolArray) -> BoolArray:
@@ -446,11 +447,9 @@ def _upsample(
     nearest = [
         np.clip(np.rint(g).astype(np.intp), 0, n - 1) for g, n in zip(grids, sub.shape, strict=True)
     ]
-    side = sub[np.ix_(*nearest)]
-    if not side.all():
-        # Voxels of the smoothed field beyond the nearest label take the nearer lung's label.
-        _, idx = ndimage.distance_transform_edt(side == 0, return_indices=True)
-        side = side[tuple(idx)]
+    # Voxels of the smoothed field just beyond a lung take the nearer lung's label.
+    _, idx = ndimage.distance_transform_edt(sub == 0, return_indices=True)
+    side = sub[tuple(idx)][np.ix_(*nearest)]
     region = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
     out[region] = np.where(lung, side, 0)
     return out
