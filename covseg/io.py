@@ -44,9 +44,11 @@ class Volume:
     Parameters
     ----------
     array
-        Voxel values in the file's index order (i, j, k). CT in HU, masks as uint8/bool.
+        Voxel values in the file's index order (i, j, k). CT in HU, masks as uint8/bool. 2D
+        PNG/JPG slices: (row, column), as PIL and numpy give them.
     affine
-        4 x 4 matrix mapping voxel indices (i, j, k, 1) to RAS+ world coordinates in mm.
+        4 x 4 matrix mapping voxel indices (i, j, k, 1) to RAS+ world coordinates in mm; the
+        identity for 2D slices, which have no spacing (one "mm" is one pixel).
 
     Examples
     --------
