@@ -148,3 +148,49 @@ def build_platform(root: Path, url: str | None = None, **validation: object) -> 
                 participants.decide_registration(db, org, challenge, reg.id, approve=True)
                 participants.create_team(db, user, challenge, f"team-{name}")
     return Platform(settings, factory, "tiny")
+
+
+class LiveServer:
+    """The platform served by uvicorn on a free localhost port, with an inline evaluation loop."""
+
+    def __init__(self, platform: Platform) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        from covseg.platform.app import create_app
+        from covseg.platform.tasks import make_queue
+
+        self.queue = make_queue(platform.settings, platform.factory)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(platform.settings, self.queue),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self.server.run, daemon=True),
+            threading.Thread(target=self._evaluate, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        while not self.server.started:
+            self._stop.wait(0.05)
+
+    def _evaluate(self) -> None:
+        while not self._stop.wait(0.2):
+            self.queue.drain()
+
+    def close(self) -> None:
+        """Stop the server and the evaluation loop."""
+        self._stop.set()
+        self.server.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
