@@ -64,6 +64,10 @@ def _case(name: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         pred[-1, :, :] = True
         pred[:, 0, :] ^= True
         return pred, truth, (0.7, 0.9, 2.5)
+    if name == "speckle":  # surfels fill the box: the distance-transform search path
+        truth = _blobs(rng, (30, 30, 10), 3, 4)
+        pred = truth ^ (rng.random(truth.shape) > 0.85)
+        return pred, truth, (0.74, 0.74, 5.0)
     if name == "2d":
         truth = _blobs(rng, (70, 60), 6, 4)
         pred = ndimage.binary_erosion(truth) | _blobs(rng, (70, 60), 2, 3)
@@ -77,6 +81,7 @@ CASES = (
     "realistic-lesions",
     "single-voxels",
     "touching-borders",
+    "speckle",
     "2d",
 )
 
