@@ -46,7 +46,8 @@ def map_unordered(
         what tests and debuggers want. Ignored with ``scheduler``.
     scheduler
         Address of a Dask distributed scheduler (``tcp://host:8786``); the cluster's workers run
-        the calls instead of local processes.
+        the calls instead of local processes. They need covseg installed, and the files the
+        items name must be visible to them at the same paths (a shared file system).
     progress
         Show a ``rich`` progress bar on stderr that advances as results arrive.
     description

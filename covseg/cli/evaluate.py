@@ -21,10 +21,16 @@ def evaluate(
     ),
     output: Path = typer.Option(..., "-o", "--output", help="metrics.csv to write."),
     workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Local worker processes [default: all cores]."
+        None,
+        "--workers",
+        min=1,
+        help="Local worker processes (default: all cores; 1 runs in-process).",
     ),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to run on instead."
+        None,
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786) to run on instead; its workers need "
+        "covseg and the same paths (shared file system).",
     ),
     label: int | None = typer.Option(
         None, "--label", help="Evaluate this label value of multi-label masks."
