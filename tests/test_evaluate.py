@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -299,3 +300,15 @@ def test_cli_exit_codes_for_success_and_unusable_folders(tmp_path):
         == f"error: {empty}: no prediction files (.nii.gz, .nii, .nrrd, .mha, .png)"
     )
     assert "Example:" in CliRunner().invoke(app, ["evaluate", "--help"]).output
+
+
+def test_prediction_written_by_simpleitk_matches_a_nibabel_truth(tmp_path):
+    """Tools built on ITK write NIfTI through SimpleITK; its geometry must pass the check."""
+    ref = Volume.from_geometry(
+        np.zeros(SHAPE, np.int16), SPACING, ORIGIN, np.diag([-1.0, -1.0, 1.0])
+    )
+    truth = write_mask(_truth_mask(), ref, tmp_path / "truth.nii.gz")
+    image = sitk.ReadImage(str(truth))
+    sitk.WriteImage(image, str(tmp_path / "pred.nii.gz"))
+    row = score_case_files("c", tmp_path / "pred.nii.gz", truth, "A")
+    assert row["status"] == "ok" and row["dice"] == 1.0, row["error"]
