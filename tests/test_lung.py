@@ -1,0 +1,129 @@
+"""Lung mask: phantoms with known lungs, any orientation, real CTs, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covseg.io import Volume, read_volume
+from covseg.lung import check_hu, lung_bounding_box, lung_mask
+from covseg.phantom import Phantom, make_phantom
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2.0 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.fixture(scope="module")
+def thick() -> Phantom:
+    """Source A: 5 mm slices, lesions."""
+    return make_phantom(seed=0, source="A", size=96)
+
+
+@pytest.fixture(scope="module")
+def thin() -> Phantom:
+    """Source B: 1.25 mm slices."""
+    return make_phantom(seed=3, source="B", size=96, n_slices=160)
+
+
+@pytest.mark.parametrize("name", ["thick", "thin"])
+def test_phantom_lungs_dice_and_sides(name: str, request: pytest.FixtureRequest) -> None:
+    case: Phantom = request.getfixturevalue(name)
+    pred, truth = lung_mask(case.ct).array, case.lung.array
+    assert pred.dtype == np.uint8 and set(np.unique(pred)) == {0, 1, 2}
+    assert _dice(pred > 0, truth > 0) >= 0.95
+    assert _dice(pred == 1, truth == 1) >= 0.95  # the patient's right lung
+    assert _dice(pred == 2, truth == 2) >= 0.95
+    lesion = case.lesion.array > 0
+    assert (pred > 0)[lesion].mean() >= 0.85  # dense lesions are part of the lung
+
+
+def _reoriented(ct: Volume, flip: int, order: tuple[int, int, int]) -> Volume:
+    """The same world image stored with axis ``flip`` reversed and axes permuted to ``order``."""
+    array = np.flip(ct.array, axis=flip)
+    affine = ct.affine.copy()
+    n = ct.shape[flip] - 1
+    affine[:3, 3] += affine[:3, flip] * n
+    affine[:3, flip] *= -1
+    perm = np.eye(4)
+    perm[:3, :3] = np.eye(3)[:, list(order)]
+    return Volume(np.ascontiguousarray(array.transpose(order)), affine @ perm)
+
+
+def test_any_orientation_gives_the_same_lungs(thick: Phantom) -> None:
+    reference = lung_mask(thick.ct).array
+    other = _reoriented(thick.ct, flip=0, order=(2, 0, 1))
+    pred = lung_mask(other).array
+    back = np.flip(pred.transpose(np.argsort((2, 0, 1))), axis=0)
+    assert _dice(back == 1, reference == 1) >= 0.98
+    assert _dice(back == 2, reference == 2) >= 0.98
+
+
+def test_right_and_left_come_from_the_affine(thick: Phantom) -> None:
+    """Same voxels, x axis of the affine reversed: the patient's sides swap."""
+    mirrored = thick.ct.affine.copy()
+    mirrored[0, :] *= -1
+    pred = lung_mask(Volume(thick.ct.array, mirrored)).array
+    truth = thick.lung.array
+    assert _dice(pred == 2, truth == 1) >= 0.95
+    assert _dice(pred == 1, truth == 2) >= 0.95
+
+
+def test_bounding_box_margin_in_mm() -> None:
+    mask = np.zeros((50, 40, 20), np.uint8)
+    mask[10:20, 5:30, 8:12] = 1
+    box = lung_bounding_box(mask, (1.0, 2.0, 5.0), margin_mm=10.0)
+    assert box == (slice(0, 30), slice(0, 35), slice(6, 14))
+    with pytest.raises(ValueError, match="empty"):
+        lung_bounding_box(np.zeros((3, 3, 3)), (1.0, 1.0, 1.0))
+
+
+def test_not_hu_is_refused(thick: Phantom) -> None:
+    scaled = Volume((thick.ct.array.astype(np.float32) + 1024) / 4095, thick.ct.affine)
+    with pytest.raises(ValueError, match=r"ct\.nii\.gz: .*scaled"):
+        check_hu(scaled, "ct.nii.gz")
+    raw = Volume(thick.ct.array.astype(np.int32) + 1024, thick.ct.affine)  # intercept not applied
+    with pytest.raises(ValueError, match="rescale"):
+        lung_mask(raw, "raw.dcm")
+    with pytest.raises(ValueError, match="2D"):
+        check_hu(Volume(thick.ct.array[:, :, 10]), "slice.png")
+
+
+def test_totalseg_lobes(shared_data: Path) -> None:
+    """TotalSegmentator's lobes (10, 11 left; 12-14 right) on a 3 mm CT of the lung bases."""
+    ct = read_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
+    seg = read_volume(shared_data / "totalseg" / "example_seg.nii.gz").array
+    pred = lung_mask(ct).array
+    assert _dice(pred > 0, np.isin(seg, (10, 11, 12, 13, 14))) >= 0.9
+    assert _dice(pred == 1, np.isin(seg, (12, 13, 14))) >= 0.9
+    assert _dice(pred == 2, np.isin(seg, (10, 11))) >= 0.85
+
+
+def test_chest_cta_crop_inside_the_body(shared_data: Path) -> None:
+    """A crop with no outside air: both lungs found, the trachea left out."""
+    ct = read_volume(shared_data / "totalseg" / "chest_cta_crop_1.nii.gz")
+    pred = lung_mask(ct).array
+    volumes = [(pred == v).sum() * ct.voxel_volume_ml for v in (1, 2)]
+    assert 600 < volumes[0] < 1200 and 700 < volumes[1] < 1400
+    air = ct.array < -950
+    assert (pred[air] > 0).mean() < 0.5  # pure air (trachea, bronchi) mostly left out
+
+
+def test_lungmask_reference_counts(shared_data: Path) -> None:
+    """Within 15 % of lungmask R231's voxel counts on its two test slices."""
+    pred = lung_mask(read_volume(shared_data / "lungmask-dicom")).array
+    assert abs((pred == 1).sum() / 64752 - 1) < 0.15
+    assert abs((pred == 2).sum() / 36536 - 1) < 0.15
+
+
+def test_ny_sbu_slices(shared_data: Path) -> None:
+    chest = read_volume(shared_data / "ny-sbu" / "A048383" / "19001231-30.dcm")
+    pred = lung_mask(chest).array
+    centres = [np.argwhere(pred == v).mean(axis=0) for v in (1, 2)]
+    world_x = [(chest.affine @ np.append(c, 1))[0] for c in centres]
+    assert world_x[0] > world_x[1]  # RAS+: the patient's right lung has the larger x
+    abdomen = read_volume(shared_data / "ny-sbu" / "A027284" / "19000925-116.dcm")
+    with pytest.raises(ValueError, match="abdomen.dcm: no lungs"):
+        lung_mask(abdomen, "abdomen.dcm")
