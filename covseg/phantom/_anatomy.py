@@ -51,6 +51,12 @@ class Anatomy:
         Height of the first rib's top above the apex, in pitches.
     lung_hu, bone_hu
         Mean lung parenchyma and vertebral cancellous bone density (HU).
+    arms_down
+        Whether the arms lie beside the chest (else they are raised out of the field).
+    table_gap
+        Distance from the back to the table top (mm).
+    heart_turn
+        Angle of the heart's long axis from the sagittal plane (radians, towards the left front).
     """
 
     body_a: float
@@ -70,6 +76,9 @@ class Anatomy:
     rib_phase: float
     lung_hu: float
     bone_hu: float
+    arms_down: bool
+    table_gap: float
+    heart_turn: float
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Anatomy:
@@ -93,6 +102,9 @@ class Anatomy:
             rib_phase=rng.uniform(0.1, 0.5),
             lung_hu=rng.uniform(-875.0, -835.0),
             bone_hu=rng.uniform(170.0, 300.0),
+            arms_down=bool(rng.random() < 0.4),
+            table_gap=rng.uniform(2.0, 15.0),
+            heart_turn=rng.uniform(0.5, 0.8),
         )
 
     # -- derived geometry -------------------------------------------------------------------
@@ -139,35 +151,46 @@ class Anatomy:
         return np.sqrt(1.0 - above**2) * (1.0 - 0.06 * below)
 
 
+def _radial_depth(r2: npt.NDArray[np.floating], dist: npt.NDArray[np.floating]) -> Array:
+    """Depth (mm, > 0 inside) of a point inside a star-shaped outline, measured along the ray
+    from the centre; ``r2`` is its normalised squared radius, ``dist`` its distance to the centre.
+
+    Exact for circles, close enough elsewhere to ramp an edge over one voxel.
+    """
+    r2 = np.maximum(np.asarray(r2, dtype=np.float32), np.float32(1e-6))
+    return np.asarray(dist, dtype=np.float32) * (np.float32(1.0) / np.sqrt(r2) - np.float32(1.0))
+
+
 def _superellipse(u: Coord, v: Coord, a: Coord, b: Coord, back_power: float) -> Array:
-    """Normalised radius of an outline flattened at the back (lying on the table)."""
-    vv = np.asarray(v)
+    """Depth (mm) in an outline flattened at the back (lying on the table)."""
+    uu, vv = np.asarray(u, dtype=np.float32), np.asarray(v, dtype=np.float32)
     power = np.where(vv > 0, back_power, 2.0)
-    return np.asarray((np.asarray(u) / a) ** 2 + np.abs(vv / b) ** power, dtype=np.float32)
+    r2 = (uu / a) ** 2 + np.abs(vv / b) ** power
+    return _radial_depth(r2, np.sqrt(uu**2 + vv**2))
 
 
-def body(anat: Anatomy, u: Coord, v: Coord) -> npt.NDArray[np.bool_]:
-    """Inside the skin."""
-    return _superellipse(u, np.asarray(v) - anat.body_v, anat.body_a, anat.body_b, 3.0) < 1.0
+def body_depth(anat: Anatomy, u: Coord, v: Coord) -> Array:
+    """Depth (mm) under the skin."""
+    return _superellipse(u, np.asarray(v) - anat.body_v, anat.body_a, anat.body_b, 3.0)
 
 
-def muscle_outline(anat: Anatomy, u: Coord, v: Coord) -> npt.NDArray[np.bool_]:
-    """Inside the subcutaneous fat (muscle, bone and everything deeper)."""
+def muscle_depth(anat: Anatomy, u: Coord, v: Coord) -> Array:
+    """Depth (mm) under the subcutaneous fat (muscle, bone and everything deeper)."""
     a, b = anat.body_a - anat.fat, anat.body_b - anat.fat * 0.8
-    return _superellipse(u, np.asarray(v) - anat.body_v, a, b, 3.0) < 1.0
+    return _superellipse(u, np.asarray(v) - anat.body_v, a, b, 3.0)
 
 
-def cavity_radius(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.floating]:
-    """Normalised radius in the chest cavity's elliptic cross-section (< 1 inside)."""
+def cavity_depth(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> Array:
+    """Depth (mm) inside the chest cavity's elliptic cross-section."""
     s = anat.cavity_scale(anat.t(w))
-    return (np.asarray(u) / (anat.cavity_a * s)) ** 2 + (
-        (np.asarray(v) - anat.cavity_v) / (anat.cavity_b * s)
-    ) ** 2
+    uu, vv = np.asarray(u), np.asarray(v) - anat.cavity_v
+    r2 = (uu / (anat.cavity_a * s)) ** 2 + (vv / (anat.cavity_b * s)) ** 2
+    return _radial_depth(r2, np.sqrt(uu**2 + vv**2))
 
 
 def _mediastinum_halfwidth(
     anat: Anatomy, v: Coord, t: npt.NDArray[np.floating], side: int
-) -> npt.NDArray[np.floating]:
+) -> Array:
     """Distance (mm) from the midline to the lung's medial edge, by depth and height.
 
     In front the lungs nearly touch (the anterior junction line) above the heart; in the middle
@@ -185,7 +208,7 @@ def _mediastinum_halfwidth(
     hi = np.interp(vn, knots, upper)
     lo = np.interp(vn, knots, lower)
     mix = np.clip((t - 0.45) / 0.15, 0.0, 1.0)
-    return mix * hi + (1.0 - mix) * lo
+    return np.asarray(mix * hi + (1.0 - mix) * lo, dtype=np.float32)
 
 
 def diaphragm_t(anat: Anatomy, u: Coord, v: Coord, side: int) -> npt.NDArray[np.floating]:
@@ -197,39 +220,46 @@ def diaphragm_t(anat: Anatomy, u: Coord, v: Coord, side: int) -> npt.NDArray[np.
     return dome * np.clip(1.0 - du**2 - dv**2, 0.0, 1.0) ** 0.7
 
 
-def heart_radius(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.floating]:
-    """Normalised radius in the heart ellipsoid (< 1 inside), left of the midline, on the dome."""
-    cu, cv = 0.2 * anat.cavity_a, anat.cavity_v - 0.32 * anat.cavity_b
-    cw = anat.w_at(anat.dome_left + 0.06)
-    ru, rv, rw = 0.4 * anat.cavity_a, 0.52 * anat.cavity_b, 0.24 * anat.lung_height
-    return (
-        ((np.asarray(u) - cu) / ru) ** 2
-        + ((np.asarray(v) - cv) / rv) ** 2
-        + ((np.asarray(w) - cw) / rw) ** 2
-    )
+def heart_depth(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> Array:
+    """Depth (mm) inside the heart: an ellipsoid left of the midline, resting on the left dome."""
+    du = np.asarray(u) - 0.2 * anat.cavity_a
+    dv = np.asarray(v) - (anat.cavity_v - 0.32 * anat.cavity_b)
+    dw = np.asarray(w) - anat.w_at(anat.dome_left + 0.06)
+    # The long axis points to the left front: rotate (u, v) into the heart's own axes.
+    c, s = np.cos(anat.heart_turn), np.sin(anat.heart_turn)
+    along, across = c * du - s * dv, s * du + c * dv
+    r_along, r_across, rw = 0.5 * anat.cavity_a, 0.48 * anat.cavity_b, 0.24 * anat.lung_height
+    r2 = (along / r_along) ** 2 + (across / r_across) ** 2 + (dw / rw) ** 2
+    return _radial_depth(r2, np.sqrt(du**2 + dv**2 + dw**2))
 
 
-def lung_side(anat: Anatomy, u: Coord, v: Coord, w: Coord, side: int) -> npt.NDArray[np.bool_]:
-    """Inside the lung region of one side (before big mediastinal tubes are carved out)."""
+def lung_depth(anat: Anatomy, u: Coord, v: Coord, w: Coord, side: int) -> Array:
+    """Depth (mm, > 0 inside) in one lung (before big mediastinal tubes are carved out).
+
+    The lung is the chest cavity on its side of the mediastinum, above the diaphragm, below a
+    domed apex and outside the heart with its pericardial fat.
+    """
     uu, vv, ww = np.asarray(u), np.asarray(v), np.asarray(w)
     t = anat.t(ww)
     sign = -1.0 if side == RIGHT else 1.0
-    medial = sign * uu > _mediastinum_halfwidth(anat, vv, t, side)
-    inside = cavity_radius(anat, uu, vv, ww) < 1.0
+    depth = sign * uu - _mediastinum_halfwidth(anat, vv, t, side)
+    depth = np.minimum(depth, cavity_depth(anat, uu, vv, ww))
     s = anat.cavity_scale(t)
-    apex = np.sqrt(np.clip(1.0 - ((t - 0.6) / 0.4) ** 2, 0.0, 1.0)) * s
-    apex = np.where(t < 0.6, s, apex)
-    cu = sign * 0.5 * anat.cavity_a * s
-    dome = ((uu - cu) / (0.62 * anat.cavity_a * apex + 1e-6)) ** 2 + (
-        (vv - anat.cavity_v - 0.1 * anat.cavity_b) / (1.25 * anat.cavity_b * apex + 1e-6)
+    apex = np.where(t < 0.6, s, np.sqrt(np.clip(1.0 - ((t - 0.6) / 0.4) ** 2, 0.0, 1.0)) * s)
+    du = uu - sign * 0.5 * anat.cavity_a * s
+    dv = vv - anat.cavity_v - 0.1 * anat.cavity_b
+    r2 = (du / (0.62 * anat.cavity_a * apex + 1e-3)) ** 2 + (
+        dv / (1.25 * anat.cavity_b * apex + 1e-3)
     ) ** 2
-    above = t > diaphragm_t(anat, uu, vv, side)
-    no_heart = heart_radius(anat, uu, vv, ww) > 1.12**2
-    return medial & inside & (dome < 1.0) & above & (t < 1.0) & no_heart
+    depth = np.minimum(depth, _radial_depth(r2, np.sqrt(du**2 + dv**2)))
+    depth = np.minimum(depth, (t - diaphragm_t(anat, uu, vv, side)) * anat.lung_height)
+    depth = np.minimum(depth, (1.0 - t) * anat.lung_height)
+    depth = np.minimum(depth, -heart_depth(anat, uu, vv, ww) - 5.0)
+    return np.asarray(depth, dtype=np.float32)
 
 
 def lung_label(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.uint8]:
     """0 outside the lungs, :data:`RIGHT` or :data:`LEFT` inside."""
-    right = lung_side(anat, u, v, w, RIGHT)
-    left = lung_side(anat, u, v, w, LEFT)
+    right = lung_depth(anat, u, v, w, RIGHT) > 0
+    left = lung_depth(anat, u, v, w, LEFT) > 0
     return (right * RIGHT + left * LEFT).astype(np.uint8)

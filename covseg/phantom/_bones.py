@@ -21,24 +21,30 @@ def ribs(anat: Anatomy, u: Array, v: Array, w: Array) -> tuple[Mask, Mask]:
     transverse processes and end (as cartilage, left out) before the sternum; the lowest ones
     float and stop at the sides.
     """
+    shape = np.broadcast_shapes(u.shape, v.shape, w.shape)
     t_scale = anat.cavity_scale(anat.t(w))
     a = anat.cavity_a * t_scale + 7.0
     b = anat.cavity_b * t_scale + 7.0
     dv = v - anat.cavity_v
     rho = np.sqrt((u / a) ** 2 + (dv / b) ** 2)
-    dist = np.sqrt(u**2 + dv**2)
-    radial = (rho - 1.0) * dist / np.maximum(rho, 1e-6)  # mm off the rib ring
-    front = np.arctan2(np.abs(u), dv) / np.pi  # 0 at the spine, 1 at the sternum
-    phase = (anat.w_at(1.0) - w - anat.rib_drop * (1 - np.cos(np.pi * front)) / 2) / (
-        anat.rib_pitch
-    ) + anat.rib_phase
+    # Only a thin shell round the cavity can hold ribs: evaluate the rest there alone.
+    shell = np.nonzero(np.abs(rho - 1.0) * np.minimum(a, b) < 4.0)
+    uu, vv, ww = (np.broadcast_to(x, shape)[shell] for x in (u, dv, w))
+    rr = rho[shell]
+    radial = (rr - 1.0) * np.sqrt(uu**2 + vv**2) / np.maximum(rr, 1e-6)  # mm off the rib ring
+    front = np.arctan2(np.abs(uu), vv) / np.pi  # 0 at the spine, 1 at the sternum
+    drop = anat.rib_drop * (0.5 * front + 0.25 * (1 - np.cos(np.pi * front)))
+    phase = (anat.w_at(1.0) - ww - drop) / anat.rib_pitch + anat.rib_phase
     number = np.floor(phase)
     within = (phase - number - 0.5) * anat.rib_pitch  # mm from the rib's mid-height
     reach = np.where(number >= 10, 0.45, 0.82)  # floating ribs stop at the side
-    along = (front < reach) & (np.abs(u) > 22.0) & (number >= 0) & (number < 12)
+    along = (front < reach) & (np.abs(uu) > 22.0) & (number >= 0) & (number < 12)
     r2 = (radial / 3.5) ** 2 + (within / 6.0) ** 2
-    bone = along & (r2 < 1.0)
-    return bone, bone & (r2 > 0.4)
+    bone = np.zeros(shape, dtype=bool)
+    cortex = np.zeros(shape, dtype=bool)
+    bone[shell] = along & (r2 < 1.0)
+    cortex[shell] = along & (r2 < 1.0) & (r2 > 0.4)
+    return bone, cortex
 
 
 def spine(anat: Anatomy, u: Array, v: Array, w: Array) -> tuple[Mask, Mask, Mask]:
@@ -54,7 +60,8 @@ def spine(anat: Anatomy, u: Array, v: Array, w: Array) -> tuple[Mask, Mask, Mask
     canal_r = np.sqrt(u**2 + (v - sv - 29.0) ** 2)
     arch = (canal_r > 8.5) & (canal_r < 14.0) & (v > sv + 18.0)
     process = (np.abs(u) < 4.0) & (v > sv + 40.0) & (v < sv + 68.0)
-    transverse = (np.abs(v - sv - 30.0) < 5.0) & (np.abs(u) < 38.0)
+    # transverse processes point sideways and backwards from the arch
+    transverse = (np.abs(v - sv - 20.0 - 0.5 * np.abs(u)) < 4.5) & (np.abs(u) < 36.0)
     posterior = (arch | process | transverse) & (level < 0.8)
     bone = vertebra | posterior
     cortex = (vertebra & (body2 > 0.72)) | posterior

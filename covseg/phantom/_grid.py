@@ -96,11 +96,11 @@ class Sampling:
         nu, nv, nw = values.shape
         out = values.reshape(nu, nv, nw // self.subslices, self.subslices).mean(axis=3)
         if self.inplane_factor == 2:
-            out = _upsample2(_upsample2(out, 0), 1)
+            out = upsample2(upsample2(out, 0), 1)
         return out.astype(np.float32, copy=False)
 
 
-def _upsample2(a: Array, axis: int) -> Array:
+def upsample2(a: Array, axis: int) -> Array:
     """Double ``a`` along ``axis`` by linear interpolation, voxel edges aligned (edges clamped)."""
     a = np.moveaxis(a, axis, 0)
     prev = np.concatenate([a[:1], a[:-1]])
@@ -153,41 +153,59 @@ def splat_tubes(
     Sampled densely along a centreline (:func:`sample_segments`), the balls form a tube; the
     boundary is ramped over one voxel so thin vessels keep their partial-volume look.
     """
-    out = np.zeros(grid.shape, dtype=np.float32)
     if len(points) == 0:
-        return out
+        return np.zeros(grid.shape, dtype=np.float32)
     sp = np.asarray(grid.spacing)
     idx = grid.index_of(points)
     r = np.asarray(radii, dtype=np.float64)
     ramp = float(np.mean(sp))
     reach = np.ceil((r[:, None] + ramp) / sp).astype(np.int64)  # stencil half-width per axis
-    keys, inverse = np.unique(reach, axis=0, return_inverse=True)
-    flat = out.reshape(-1)
-    for key, group in zip(keys, range(len(keys)), strict=True):
-        members = np.flatnonzero(inverse.ravel() == group)
-        _splat_group(flat, grid, idx[members], r[members], key, ramp)
-    return out
-
-
-def _splat_group(
-    flat: Array,
-    grid: Grid,
-    idx: npt.NDArray[np.float64],
-    radii: npt.NDArray[np.float64],
-    reach: npt.NDArray[np.int64],
-    ramp: float,
-) -> None:
-    """Splat points sharing one stencil size into ``flat`` (max of coverage fractions)."""
-    sp = np.asarray(grid.spacing)
-    shape = np.asarray(grid.shape)
-    axes = [np.arange(-r, r + 1) for r in reach]
-    offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    # Draw on a grid padded by the widest stencil, so no index needs a bounds check.
+    pad = reach.max(axis=0)
     base = np.rint(idx).astype(np.int64)
-    per_chunk = max(1, _SPLAT_CHUNK // len(offsets))
-    for lo in range(0, len(idx), per_chunk):
-        vox = base[lo : lo + per_chunk, None, :] + offsets[None]  # (p, o, 3)
-        dist = np.linalg.norm((vox - idx[lo : lo + per_chunk, None, :]) * sp, axis=2)
-        frac = np.clip((radii[lo : lo + per_chunk, None] - dist) / ramp + 0.5, 0.0, 1.0)
-        inside = np.all((vox >= 0) & (vox < shape), axis=2) & (frac > 0)
-        lin = np.ravel_multi_index(tuple(vox[inside].T), grid.shape)
-        np.maximum.at(flat, lin, frac[inside].astype(np.float32))
+    keep = np.all((base >= -pad) & (base < np.asarray(grid.shape) + pad), axis=1)
+    padded = np.zeros(tuple(np.asarray(grid.shape) + 2 * pad), dtype=np.float32)
+    keys, inverse = np.unique(reach[keep], axis=0, return_inverse=True)
+    stamp = _Stamp(padded, pad, sp, ramp)
+    for group, key in enumerate(keys):
+        members = np.flatnonzero(keep)[inverse.ravel() == group]
+        stamp.draw(idx[members], base[members], r[members], key)
+    crop = tuple(slice(p, p + n) for p, n in zip(pad, grid.shape, strict=True))
+    return np.ascontiguousarray(padded[crop])
+
+
+@dataclass
+class _Stamp:
+    """Draws balls into a padded grid, keeping the largest coverage of each voxel."""
+
+    padded: Array
+    pad: npt.NDArray[np.int64]
+    spacing: npt.NDArray[np.float64]
+    ramp: float
+
+    def draw(
+        self,
+        idx: npt.NDArray[np.float64],
+        base: npt.NDArray[np.int64],
+        radii: npt.NDArray[np.float64],
+        reach: npt.NDArray[np.int64],
+    ) -> None:
+        """Balls whose stencil half-widths are all ``reach`` (voxels per axis)."""
+        axes = [np.arange(-k, k + 1) for k in reach]
+        offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        strides = np.asarray(self.padded.strides) // self.padded.itemsize
+        offset_lin = offsets @ strides
+        base_lin = (base + self.pad) @ strides
+        flat = self.padded.reshape(-1)
+        per_chunk = max(1, _SPLAT_CHUNK // len(offsets))
+        for lo in range(0, len(idx), per_chunk):
+            part = slice(lo, lo + per_chunk)
+            d2 = np.zeros((len(idx[part]), len(offsets)), dtype=np.float32)
+            for a in range(3):
+                delta = (base[part, a] - idx[part, a]).astype(np.float32)
+                d2 += ((delta[:, None] + offsets[None, :, a]) * np.float32(self.spacing[a])) ** 2
+            frac = (radii[part, None].astype(np.float32) - np.sqrt(d2)) / np.float32(self.ramp)
+            frac += np.float32(0.5)
+            hit = frac > 0
+            lin = (base_lin[part, None] + offset_lin[None, :])[hit]
+            np.maximum.at(flat, lin, np.minimum(frac[hit], np.float32(1.0)))

@@ -57,7 +57,7 @@ def _candidate_centres(
 
     The weight favours the lower and posterior lung, where COVID-19 lesions are most frequent.
     """
-    step = [max(1, int(round(4.0 / s))) for s in grid.spacing]
+    step = [max(1, int(np.ceil(4.0 / s))) for s in grid.spacing]
     coarse = lung[:: step[0], :: step[1], :: step[2]]
     spacing = [s * k for s, k in zip(grid.spacing, step, strict=True)]
     depth = ndimage.distance_transform_edt(coarse, sampling=spacing)
@@ -125,6 +125,8 @@ def _draw_one(
     frac = np.clip(level / 0.3, 0.0, 1.0) * lung[box]
     kind = rng.choice(["ggo", "mixed", "consolidation"], p=[0.6, 0.3, 0.1])
     ggo = rng.uniform(-700.0, -380.0) + 45.0 * _waves(rng, local, 6.0, 6)
+    if rng.random() < 0.35:  # crazy paving: thickened septa, a fine net over the ground glass
+        ggo = ggo + 140.0 * (np.abs(_waves(rng, local, 10.0, 4)) < 0.22)
     if kind == "ggo":
         density = ggo
     else:

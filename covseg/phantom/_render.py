@@ -13,15 +13,16 @@ from covseg.phantom._anatomy import (
     LEFT,
     RIGHT,
     Anatomy,
-    body,
-    cavity_radius,
+    body_depth,
+    cavity_depth,
     diaphragm_t,
-    heart_radius,
-    lung_side,
-    muscle_outline,
+    heart_depth,
+    lung_depth,
+    muscle_depth,
 )
-from covseg.phantom._grid import Array, Grid, splat_tubes
+from covseg.phantom._grid import Array, Grid, splat_tubes, upsample2
 from covseg.phantom._lesions import draw_lesions
+from covseg.phantom._outside import arm_depth, table_layers
 from covseg.phantom._tubes import Mediastinum, Tubes, branching_tree, mediastinum, tree_tubes
 
 #: Tissue densities (HU) before noise.
@@ -39,7 +40,11 @@ HU = {
     "csf": 15.0,
     "disc": 85.0,
     "cortex": 700.0,
+    "table_skin": 250.0,
+    "table_foam": -950.0,
 }
+#: Amplitude (s.d., HU) of the smooth texture of the lung parenchyma.
+LUNG_TEXTURE_HU = 12.0
 
 
 @dataclass(frozen=True)
@@ -67,29 +72,37 @@ def _mix(img: Array, value: float | Array, fraction: Array | npt.NDArray[np.bool
     img += np.asarray(fraction, dtype=np.float32) * (np.float32(value) - img)
 
 
+def _soft(depth: Array, ramp_mm: float) -> Array:
+    """Fraction of a voxel inside an outline from its depth (mm): a one-voxel partial volume."""
+    return np.clip(np.float32(0.5) + depth / np.float32(ramp_mm), 0.0, 1.0)
+
+
 def draw_chest(
     anat: Anatomy, rng: np.random.Generator, grid: Grid, n_lesions: int, blur_mm: float
 ) -> Drawing:
     """Draw every structure, innermost last, and blur by the reconstruction kernel."""
     u, v, w = grid.coords()
     step = 0.6 * min(grid.spacing)
-    top = float(w.max())
+    ramp = grid.spacing[0]
     img = np.full(grid.shape, HU["air"], dtype=np.float32)
-    img[np.broadcast_to(body(anat, u, v), grid.shape)] = HU["fat"]
-    img[np.broadcast_to(muscle_outline(anat, u, v), grid.shape)] = HU["muscle"]
-    cavity = cavity_radius(anat, u, v, w) < 1.0
-    img[cavity] = HU["mediastinal_fat"]
+    _draw_outside(img, anat, u, v, ramp)
+    _mix(img, HU["fat"], _soft(body_depth(anat, u, v), ramp))
+    _mix(img, HU["muscle"], _soft(muscle_depth(anat, u, v), ramp))
+    cavity_frac = _soft(cavity_depth(anat, u, v, w), ramp)
+    _mix(img, HU["mediastinal_fat"], cavity_frac)
+    cavity = cavity_frac > 0.5
     _draw_abdomen(img, anat, u, v, w, cavity)
-    med = mediastinum(anat, top, step)
-    right, left = _lungs(anat, grid, u, v, w, med)
+    med = mediastinum(anat, float(w.max()), step)
+    right, left, lung_frac = _lungs(anat, grid, u, v, w, med)
     lung = right | left
     vn = (v - anat.cavity_v) / anat.cavity_b
     parenchyma = anat.lung_hu + 30.0 * np.clip(vn, -1.0, 1.0)  # denser where the patient lies
-    img[lung] = np.broadcast_to(parenchyma, grid.shape)[lung]
+    parenchyma = parenchyma + LUNG_TEXTURE_HU * _texture(rng, grid.shape)
+    _mix(img, parenchyma, lung_frac)
     lesions = draw_lesions(rng, grid, lung, anat.t(w), vn, n_lesions)
     _mix(img, lesions.hu, lesions.fraction)
     _draw_trees(img, anat, rng, grid, med, cavity, step)
-    img[heart_radius(anat, u, v, w) < 1.0] = HU["blood"]
+    _mix(img, HU["blood"], _soft(heart_depth(anat, u, v, w), ramp))
     _mix(img, HU["blood"], splat_tubes(grid, med.vessels.points, med.vessels.radii))
     _mix(img, HU["oesophagus"], splat_tubes(grid, med.oesophagus.points, med.oesophagus.radii))
     wall = med.trachea.widened(2.0)
@@ -103,11 +116,39 @@ def draw_chest(
 
 def _lungs(
     anat: Anatomy, grid: Grid, u: Array, v: Array, w: Array, med: Mediastinum
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Both lung regions, with the central airways and great vessels carved out (3 mm margin)."""
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], Array]:
+    """Both lung regions and the lung fraction of each voxel.
+
+    The central airways and great vessels are carved out with a 3 mm margin.
+    """
     solid = Tubes.join([med.trachea, med.vessels, med.oesophagus]).widened(3.0)
-    free = splat_tubes(grid, solid.points, solid.radii) == 0
-    return lung_side(anat, u, v, w, RIGHT) & free, lung_side(anat, u, v, w, LEFT) & free
+    free = np.float32(1.0) - splat_tubes(grid, solid.points, solid.radii)
+    right = lung_depth(anat, u, v, w, RIGHT)
+    left = lung_depth(anat, u, v, w, LEFT)
+    fraction = _soft(np.maximum(right, left), grid.spacing[0]) * free
+    return (right > 0) & (free > 0.5), (left > 0) & (free > 0.5), fraction
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int, int]) -> Array:
+    """Smooth random field of unit s.d., correlated over about four voxels."""
+    coarse_shape = tuple(-(-n // 4) for n in shape)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape, dtype=np.float32), 0.7)
+    coarse /= max(float(coarse.std()), 1e-6)
+    for axis in range(3):
+        coarse = upsample2(upsample2(coarse, axis), axis)
+    return np.ascontiguousarray(coarse[: shape[0], : shape[1], : shape[2]])
+
+
+def _draw_outside(img: Array, anat: Anatomy, u: Array, v: Array, ramp: float) -> None:
+    """The table under the patient and, when down, the arms beside the chest."""
+    skin, core = table_layers(anat, u, v)
+    _mix(img, HU["table_foam"], _soft(core, ramp))
+    _mix(img, HU["table_skin"], _soft(1.0 - skin, ramp))
+    arm, humerus = arm_depth(anat, u, v)
+    _mix(img, HU["fat"], _soft(arm, ramp))
+    _mix(img, HU["muscle"], _soft(arm - 10.0, ramp))
+    _mix(img, anat.bone_hu, _soft(humerus, ramp))
+    _mix(img, HU["cortex"], _soft(humerus, ramp) * _soft(-(humerus - 3.0), ramp))
 
 
 def _draw_abdomen(

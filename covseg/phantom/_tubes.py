@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy, lung_side
+from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy, lung_depth
 from covseg.phantom._grid import sample_polyline, sample_segments
 
 Points = npt.NDArray[np.float64]
@@ -123,6 +123,8 @@ def _root_directions(side: int) -> Points:
     """Main branch directions out of a hilum: up, sideways front/back, down front/back."""
     s = -1.0 if side == RIGHT else 1.0
     dirs = [
+        (0.3 * s, -1.0, 0.4),
+        (0.4 * s, -1.0, -0.5),
         (0.35 * s, 0.1, 1.0),
         (0.5 * s, -0.6, 0.8),
         (s, -0.7, 0.15),
@@ -181,8 +183,8 @@ def branching_tree(
 
 def _inside_own_lung(anat: Anatomy, points: Points, side: npt.NDArray[np.int64]) -> Points:
     u, v, w = points.T
-    right = lung_side(anat, u, v, w, RIGHT)
-    left = lung_side(anat, u, v, w, LEFT)
+    right = lung_depth(anat, u, v, w, RIGHT) > 0
+    left = lung_depth(anat, u, v, w, LEFT) > 0
     return np.where(side == RIGHT, right, left)
 
 
