@@ -10,17 +10,25 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
-from test_platform_support import PASSWORD, Platform, build_platform, good_zip
+from test_platform_support import (
+    BACKENDS,
+    PASSWORD,
+    Platform,
+    good_zip,
+    platform_on,
+)
 
 from covseg.platform.app import create_app
 from covseg.platform.models import AuthSession, utcnow
 from covseg.platform.tasks import Queue, make_queue
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Platform, TestClient, Queue]]:
+@pytest.fixture(params=BACKENDS)
+def env(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Platform, TestClient, Queue]]:
     """A platform, a client of its app and its queue (drained by hand)."""
-    p = build_platform(tmp_path)
+    p = platform_on(request.param, tmp_path)
     queue = make_queue(p.settings, p.factory)
     with TestClient(create_app(p.settings, queue)) as client:
         yield p, client, queue

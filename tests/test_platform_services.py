@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 from test_platform_support import (
+    BACKENDS,
     CASES,
     PASSWORD,
     Platform,
@@ -20,6 +21,7 @@ from test_platform_support import (
     good_zip,
     make_zip,
     nifti_bytes,
+    platform_on,
     truth_mask,
 )
 
@@ -43,10 +45,10 @@ from covseg.platform.services.errors import (
 )
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Platform:
-    """A fresh platform on SQLite."""
-    return build_platform(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Platform:
+    """A fresh platform on SQLite (and on PostgreSQL where one runs)."""
+    return platform_on(request.param, tmp_path)
 
 
 def submit(p: Platform, email: str, data: bytes, phase: str = "validation") -> int:

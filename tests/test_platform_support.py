@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from covseg.platform import security
@@ -194,3 +196,24 @@ class LiveServer:
         self.server.should_exit = True
         for thread in self._threads:
             thread.join(timeout=10)
+
+
+#: Backends the database tests run on; PostgreSQL only where CI started one.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def platform_on(backend: str, root: Path) -> Platform:
+    """A fresh platform on SQLite, or on the PostgreSQL of ``COVSEG_TEST_POSTGRES_URL``."""
+    if backend == "sqlite":
+        return build_platform(root)
+    url = os.environ.get("COVSEG_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("COVSEG_TEST_POSTGRES_URL is not set (CI's .ci/services.sh sets it)")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # an empty schema for every test
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return build_platform(root, url)

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from test_platform_support import Platform, build_platform, good_zip
+from test_platform_support import BACKENDS, Platform, good_zip, platform_on
 
 from covseg.platform.models import Submission, SubmissionStatus, utcnow
 from covseg.platform.services import challenges, evaluation, submissions
 from covseg.platform.tasks import make_queue
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Platform:
-    """A fresh platform on SQLite."""
-    return build_platform(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Platform:
+    """A fresh platform on SQLite (and on PostgreSQL where one runs)."""
+    return platform_on(request.param, tmp_path)
 
 
 def _submit(p: Platform, email: str) -> int:
@@ -63,6 +63,7 @@ def test_worker_restart_resumes_work_of_a_dead_worker(platform: Platform) -> Non
         )
     command = [sys.executable, "-c", "from covseg.cli import main; main()", "worker"]
     args = ["--data-dir", str(platform.settings.data_dir), "--burst", "--stale-after", "60"]
+    args += ["--database", platform.settings.url]
     done = subprocess.run(command + args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"re-queued 2 submission(s): [{alice}, {bob}]" in done.stdout

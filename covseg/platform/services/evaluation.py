@@ -119,7 +119,7 @@ def _finish(
                 summary=summary,
                 finished_at=utcnow(),
                 claim_token=None,
-                times_scored=Submission.times_scored + (status is SubmissionStatus.succeeded),
+                times_scored=Submission.times_scored + int(status is SubmissionStatus.succeeded),
             )
         )
         if getattr(done, "rowcount", 0) != 1:
