@@ -11,12 +11,13 @@ lesion, a false positive), then times on that same pair:
 
 It prints every value, the speed ratios and covseg's peak traced memory against the masks' size.
 
-Run: ``.venv/bin/python benchmarks/bench_metrics.py`` (``--repeat N`` keeps the best of N runs).
+Run: ``.venv/bin/python benchmarks/bench_metrics.py`` (``--repeat N``: best of N runs of each).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import tracemalloc
 import warnings
@@ -125,10 +126,11 @@ def peak_traced_bytes(function: Callable[[], Any]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="best of N runs (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs each (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     truth, pred = make_pair(args.seed)
     masks_bytes = truth.nbytes + pred.nbytes
     print(f"pair: {SHAPE} voxels, spacing {SPACING} mm, {masks_bytes / 2**20:.0f} MiB of masks")
@@ -143,14 +145,14 @@ def main() -> None:
     peak_core = peak_traced_bytes(lambda: covseg_core(pred, truth))
     peak_case = peak_traced_bytes(lambda: metrics.evaluate_case(pred, truth, SPACING))
 
-    t_deepmind, nsd_deepmind = _time(lambda: deepmind_nsd(pred, truth), 1)
+    t_deepmind, nsd_deepmind = _time(lambda: deepmind_nsd(pred, truth), args.repeat)
     import torch
 
     pred_tensor = torch.from_numpy(pred)[None, None].float()
     truth_tensor = torch.from_numpy(truth)[None, None].float()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_monai, nsd_monai = _time(lambda: monai_nsd(pred_tensor, truth_tensor), 1)
+        t_monai, nsd_monai = _time(lambda: monai_nsd(pred_tensor, truth_tensor), args.repeat)
 
     print()
     print(f"{'implementation':<46}{'seconds':>9}  values")
@@ -174,6 +176,7 @@ def main() -> None:
         f"|NSD covseg - DeepMind| = {abs(core['nsd'] - nsd_deepmind):.2e}, "
         f"|NSD covseg - MONAI| = {abs(core['nsd'] - nsd_monai):.2e} (MONAI computes in float32)"
     )
+    print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
         f"peak traced memory: four metrics {peak_core / 2**20:.0f} MiB "
         f"({peak_core / masks_bytes:.2f}x the masks), evaluate_case {peak_case / 2**20:.0f} MiB "

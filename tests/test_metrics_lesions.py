@@ -86,3 +86,17 @@ def test_evaluate_case_reports_the_lesion_metrics(three_lesions):
     assert case["lesion_precision"] == pytest.approx(2 / 3)
     assert case["lesion_f1"] == pytest.approx(2 * (1 / 3) * (2 / 3) / 1.0)
     assert case["fp_lesions"] == 1.0
+
+
+@pytest.mark.parametrize("shape", [(20, 21, 22), (40, 45)])
+def test_lesions_are_scipy_full_connectivity_components_in_scipy_order(shape):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(len(shape))
+    truth = rng.random(shape) > 0.8
+    labels, count = ndimage.label(truth, structure=np.ones((3,) * truth.ndim))
+    expected_ml = np.bincount(labels.ravel())[1:] * np.prod(SPACING[: truth.ndim]) / 1000
+    for layout in (truth, np.asfortranarray(truth)):
+        result = metrics.lesion_metrics(layout, layout, SPACING[: truth.ndim])
+        assert result.truth_lesions == result.pred_lesions == count > 10
+        assert [lesion.volume_ml for lesion in result.lesions] == pytest.approx(expected_ml)

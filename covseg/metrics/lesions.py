@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from covseg.metrics._inputs import Mask, as_pair, crop_to_union
 
@@ -51,6 +51,18 @@ class LesionMetrics:
     Ratios over an empty set of lesions are 1.0 (nothing to find was missed, nothing predicted
     was wrong), so a scan without lesions predicted empty scores perfectly, and F1 is 0.0
     whenever exactly one mask is empty.
+
+    Attributes
+    ----------
+    truth_lesions, pred_lesions
+        Number of lesions in the truth and in the prediction.
+    detected
+        Truth lesions detected.
+    true_positive_pred
+        Predicted lesions matching a truth lesion.
+    lesions
+        One entry per truth lesion, numbered in C (row-major) order of each lesion's first
+        voxel, as ``scipy.ndimage.label`` numbers components.
     """
 
     truth_lesions: int
@@ -81,9 +93,24 @@ class LesionMetrics:
         return self.pred_lesions - self.true_positive_pred
 
 
-def _components(mask: Mask) -> tuple[npt.NDArray[np.int32], int]:
-    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+def _components(mask: Mask) -> tuple[npt.NDArray[np.unsignedinteger], int]:
+    """Full-connectivity component labels (cc3d: about ten times faster than scipy)."""
+    labels, count = cc3d.connected_components(
+        mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True
+    )
     return labels, int(count)
+
+
+def _renumbering(labels: npt.NDArray[np.unsignedinteger], voxels: IntArray) -> IntArray:
+    """Map from labels to numbers in C order of each component's first voxel (scipy's order).
+
+    ``voxels`` are the flat indices of all foreground voxels, ascending.
+    """
+    found = labels.ravel()[voxels]
+    _, first = np.unique(found, return_index=True)  # for labels 1..n, in that order
+    mapping = np.zeros(first.size + 1, dtype=np.int64)
+    mapping[np.argsort(first) + 1] = np.arange(1, first.size + 1)
+    return mapping
 
 
 def _best_share(
@@ -103,14 +130,16 @@ def lesion_metrics_unchecked(
     pred_labels, n_pred = _components(pred)
     # Only foreground voxels matter, a small share of the box: gather their labels once.
     in_truth, in_pred = np.flatnonzero(truth), np.flatnonzero(pred)
-    truth_ids = truth_labels.ravel()[in_truth]
+    truth_numbers = _renumbering(truth_labels, in_truth)
+    pred_numbers = _renumbering(pred_labels, in_pred)
+    truth_ids = truth_numbers[truth_labels.ravel()[in_truth]]
     truth_sizes = np.bincount(truth_ids, minlength=n_truth + 1)
-    pred_sizes = np.bincount(pred_labels.ravel()[in_pred], minlength=n_pred + 1)
+    pred_sizes = np.bincount(pred_numbers[pred_labels.ravel()[in_pred]], minlength=n_pred + 1)
 
-    pred_at_truth = pred_labels.ravel()[in_truth]
+    pred_at_truth = pred_numbers[pred_labels.ravel()[in_truth]]
     shared_voxels = pred_at_truth > 0
     pairs, shared = np.unique(
-        truth_ids[shared_voxels].astype(np.int64) * (n_pred + 1) + pred_at_truth[shared_voxels],
+        truth_ids[shared_voxels] * (n_pred + 1) + pred_at_truth[shared_voxels],
         return_counts=True,
     )
     t_of_pair, p_of_pair = np.divmod(pairs, n_pred + 1)
@@ -150,28 +179,29 @@ def lesion_metrics(
 ) -> LesionMetrics:
     """Lesion-wise sensitivity, precision, F1, false positives and per-lesion Dice.
 
-    Parameters
-    ----------
-    pred, truth
-        2D or 3D masks of the same shape, boolean or 0/1.
-    spacing
-        Voxel size in mm along each array axis (for the lesion volumes in mL).
-    min_overlap
-        Detection threshold in [0, 1]: the fraction of a lesion's voxels one lesion of the other
-        mask must cover. 0 means any overlap.
+        Parameters
+        ----------
+        pred, truth
+            2D or 3D masks of the same shape, boolean or 0/1.
+        spacing
+            Voxel size in mm along each array axis (for the lesion volumes in mL).
+        min_overlap
+            Detection threshold in [0, 1]: the fraction of a lesion's voxels one lesion of the other
+            mask must cover. 0 means any overlap.
 
-    Returns
-    -------
-    LesionMetrics
+        Returns
+        -------
+        LesionMetrics
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> truth = np.zeros((1, 9), bool); truth[0, [1, 4, 7]] = True
-    >>> pred = np.zeros((1, 9), bool); pred[0, [1, 2]] = True
-    >>> m = lesion_metrics(pred, truth, (1.0, 1.0))
-    >>> m.truth_lesions, m.detected, m.sensitivity, m.precision, m.fp_lesions
-    (3, 1, 0.3333333333333333, 1.0, 0)
+        Examples
+        --------
+        >>> import cc3d
+    import numpy as np
+        >>> truth = np.zeros((1, 9), bool); truth[0, [1, 4, 7]] = True
+        >>> pred = np.zeros((1, 9), bool); pred[0, [1, 2]] = True
+        >>> m = lesion_metrics(pred, truth, (1.0, 1.0))
+        >>> m.truth_lesions, m.detected, m.sensitivity, m.precision, m.fp_lesions
+        (3, 1, 0.3333333333333333, 1.0, 0)
     """
     if not 0.0 <= float(min_overlap) <= 1.0:
         raise ValueError(f"min_overlap must lie in [0, 1], got {min_overlap}")
