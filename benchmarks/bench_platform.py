@@ -1,0 +1,263 @@
+"""Load and faults of the challenge platform on localhost (issue 6).
+
+1. Load: N participants (default 50, each its own team) upload a 46-case submission at once
+   to ``covseg serve`` while a visitor keeps loading pages; reports uploads per second, p50/p95
+   page latency during the uploads, the time until every submission is scored, and checks that
+   every accepted submission was scored exactly once.
+2. Faults: the same participants submit to a second phase; the worker is killed (SIGKILL) in
+   the middle of the evaluations and restarted; every submission must still end scored, none
+   twice.
+
+    .venv/bin/python benchmarks/bench_platform.py [--participants 50] [--cases 46] [--size 48]
+
+The masks are synthetic (``--size`` x ``--size`` x 12 voxels), so scoring is cheap and the
+figures measure the platform (HTTP, database, queue), not the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import nibabel as nib
+import numpy as np
+from sqlalchemy import func, select
+
+from covseg.platform import security
+from covseg.platform.config import Settings
+from covseg.platform.db import make_engine, session_factory, upgrade
+from covseg.platform.models import CaseResult, Submission, SubmissionStatus, utcnow
+from covseg.platform.services import accounts, challenges, participants
+
+PASSWORD = "benchmark-password"
+SLUG = "bench"
+CLI = [sys.executable, "-c", "from covseg.cli import main; main()"]
+
+
+def _mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    mask = np.zeros((size, size, 12), dtype=np.uint8)
+    for _ in range(3):
+        x, y = rng.integers(4, size - 12, 2)
+        mask[x : x + 8, y : y + 6, 3:9] = 1
+    return mask
+
+
+def _nifti(array: np.ndarray) -> bytes:
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    return gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=1)
+
+
+def make_challenge(root: Path, settings: Settings, n_users: int, n_cases: int, size: int) -> bytes:
+    """Truth, accounts, teams and the challenge; returns the zip every participant uploads."""
+    rng = np.random.default_rng(0)
+    truth = root / "truth"
+    truth.mkdir(parents=True)
+    files, sources = {}, {}
+    for i in range(n_cases):
+        case = f"case-{i:03d}"
+        mask = _mask(rng, size)
+        (truth / f"{case}_seg.nii.gz").write_bytes(_nifti(mask))
+        files[f"{case}.nii.gz"] = _nifti(np.roll(mask, 1, axis=0))
+        sources[case] = "seen" if i < n_cases // 2 else "unseen"
+    now = utcnow()
+    phase = {
+        "kind": "validation",
+        "opens": now - timedelta(days=1),
+        "closes": now + timedelta(days=1),
+        "truth": "truth",
+        "sources": sources,
+    }
+    spec = {
+        "slug": SLUG,
+        "auto_approve": True,
+        "phases": [{"slug": "load", **phase}, {"slug": "faults", **phase}],
+    }
+    security.set_hash_cost(time_cost=1, memory_kib=64)  # 50 log-ins, not a password benchmark
+    factory = session_factory(make_engine(settings.url))
+    with factory() as db, db.begin():
+        challenge = challenges.create_challenge(db, settings, spec, root)
+        for i in range(n_users):
+            user = accounts.register_user(db, f"p{i}@bench.org", PASSWORD)
+            participants.request_registration(db, user, challenge, accept_licence=True)
+            participants.create_team(db, user, challenge, f"team-{i:02d}")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def start_worker(settings: Settings, stale_after: float) -> subprocess.Popen[bytes]:
+    """A ``covseg worker`` process (two threads)."""
+    args = ["worker", "--data-dir", str(settings.data_dir), "--threads", "2"]
+    args += ["--stale-after", str(stale_after)]
+    return subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def counts(settings: Settings, phase: str) -> dict[str, int]:
+    """Submissions per status, total times scored and stored case results of a phase."""
+    factory = session_factory(make_engine(settings.url))
+    with factory() as db:
+        ch = challenges.get_challenge(db, SLUG)
+        ph = challenges.get_phase(db, ch, phase)
+        subs = list(db.scalars(select(Submission).where(Submission.phase_id == ph.id)))
+        results = db.scalar(
+            select(func.count(CaseResult.id)).join(Submission).where(Submission.phase_id == ph.id)
+        )
+        out = {s.value: 0 for s in SubmissionStatus}
+        for sub in subs:
+            out[sub.status.value] += 1
+        out["times_scored"] = sum(s.times_scored for s in subs)
+        out["scored_twice"] = sum(s.times_scored > 1 for s in subs)
+        out["case_results"] = int(results or 0)
+        return out
+
+
+def wait_scored(settings: Settings, phase: str, expected: int, limit: float) -> float:
+    """Seconds until every submission of ``phase`` is finished."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit:
+        c = counts(settings, phase)
+        if c["succeeded"] + c["failed"] >= expected:
+            return time.perf_counter() - start
+        time.sleep(0.5)
+    raise TimeoutError(f"not all scored after {limit} s: {counts(settings, phase)}")
+
+
+def upload_all(
+    url: str, tokens: list[str], data: bytes, phase: str
+) -> tuple[float, list[int], list[float]]:
+    """Everyone uploads at once while a visitor loads pages; (seconds, statuses, latencies)."""
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def visitor() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            pages = ["/", f"/challenges/{SLUG}", f"/challenges/{SLUG}/phases/load/leaderboard"]
+            i = 0
+            while not done.is_set():
+                t = time.perf_counter()
+                client.get(pages[i % len(pages)]).raise_for_status()
+                latencies.append(time.perf_counter() - t)
+                i += 1
+
+    def upload(token: str) -> int:
+        with httpx.Client(base_url=url, timeout=300) as client:
+            r = client.post(
+                f"/api/challenges/{SLUG}/phases/{phase}/submissions",
+                headers={"authorization": f"Bearer {token}"},
+                files={"file": ("masks.zip", data, "application/zip")},
+            )
+            return r.status_code
+
+    watcher = threading.Thread(target=visitor)
+    watcher.start()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        statuses = list(pool.map(upload, tokens))
+    seconds = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    return seconds, statuses, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=50)
+    parser.add_argument("--cases", type=int, default=46)
+    parser.add_argument("--size", type=int, default=48)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="covseg-bench-platform-"))
+    settings = Settings(data_dir=root / "data")
+    settings.data_dir.mkdir(parents=True)
+    upgrade(make_engine(settings.url))
+    data = make_challenge(root, settings, args.participants, args.cases, args.size)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    serve_args = ["serve", "--no-worker", "--port", str(port), "--data-dir", str(settings.data_dir)]
+    server = subprocess.Popen(
+        CLI + serve_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    worker = start_worker(settings, stale_after=3)
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            tokens = [
+                client.post(
+                    "/api/auth/login", json={"email": f"p{i}@bench.org", "password": PASSWORD}
+                ).json()["token"]
+                for i in range(args.participants)
+            ]
+        print(f"{args.participants} participants, {args.cases} cases of {args.size}^2 x 12 voxels")
+        print(f"zip of one submission: {len(data) / 1e6:.2f} MB; machine: {os.cpu_count()} cores")
+
+        # 1. Load.
+        t0 = time.perf_counter()
+        seconds, statuses, lat = upload_all(url, tokens, data, "load")
+        accepted = statuses.count(202)
+        scored_after = wait_scored(settings, "load", accepted, 3600) + seconds
+        c = counts(settings, "load")
+        print(
+            f"uploads: {accepted}/{len(statuses)} accepted in {seconds:.1f} s "
+            f"= {accepted / seconds:.1f} uploads/s"
+        )
+        q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
+        print(
+            f"page loads during the uploads: {len(lat)}, "
+            f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * q[18]:.0f} ms"
+        )
+        print(
+            f"all scored {scored_after:.1f} s after the first upload "
+            f"({time.perf_counter() - t0:.1f} s wall); {c}"
+        )
+        assert c["succeeded"] == accepted and c["scored_twice"] == 0
+        assert c["times_scored"] == accepted and c["case_results"] == accepted * args.cases
+
+        # 2. Faults: kill the worker mid-evaluation, restart it.
+        seconds, statuses, _ = upload_all(url, tokens, data, "faults")
+        accepted = statuses.count(202)
+        while counts(settings, "faults")["succeeded"] < max(1, accepted // 5):
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        at_kill = counts(settings, "faults")
+        print(f"worker killed: {at_kill}")
+        time.sleep(3.5)  # the dead worker's heartbeats become stale
+        worker = start_worker(settings, stale_after=3)
+        wait_scored(settings, "faults", accepted, 3600)
+        c = counts(settings, "faults")
+        print(f"after restart: {c}")
+        assert c["succeeded"] == accepted and c["scored_twice"] == 0
+        assert c["times_scored"] == accepted and c["case_results"] == accepted * args.cases
+        print("every accepted submission scored exactly once, also across the worker crash")
+    finally:
+        worker.terminate()
+        server.terminate()
+        worker.wait(timeout=30)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
