@@ -248,6 +248,8 @@ def test_invalid_tolerance_and_overlap():
         metrics.evaluate_case(mask, mask, (1, 1, 1), min_lesion_overlap=1.5)
     with pytest.raises(ValueError, match="min_overlap"):
         metrics.lesion_metrics(mask, mask, (1, 1, 1), min_overlap=-0.1)
+    with pytest.raises(ValueError, match="percent"):
+        metrics.surface_distances(mask, mask, (1, 1, 1)).hausdorff(101)
 
 
 def test_worked_example_of_the_docs():

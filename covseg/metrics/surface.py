@@ -33,7 +33,7 @@ IndexArray = npt.NDArray[np.intp]
 _DENSE_SURFACE_RATIO = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SurfaceDistances:
     """Each surfel's area and distance to the other surface, for both masks.
 
@@ -74,6 +74,8 @@ class SurfaceDistances:
         (surfels sorted by distance) reaches ``percent`` % of the surface. 0.0 when both masks
         are empty, ``inf`` when exactly one is.
         """
+        if not 0.0 <= percent <= 100.0:
+            raise ValueError(f"percent must lie in [0, 100], got {percent}")
         if all(self._empty):
             return 0.0
         if any(self._empty):
