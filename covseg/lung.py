@@ -37,7 +37,7 @@ import numpy.typing as npt
 from covseg.io import Volume
 
 #: Block-averaged HU below which a voxel is air-filled (ventilated lung, airways, outside air).
-AIR_HU = -400.0
+AIR_HU = -350.0
 #: A connected air region whose median is below this is pure air (outside, bowel, airway), not lung.
 PURE_AIR_HU = -950.0
 #: Radius (mm) of the closing that brings back lesions and vessels at the lung border.

@@ -31,6 +31,8 @@ from covseg.io import Volume
 CONSOLIDATION_HU = -200.0
 #: Upper bounds (%, inclusive) of severity grades 1 to 4; above the last one is grade 5.
 SEVERITY_BANDS = (5.0, 25.0, 50.0, 75.0)
+#: Scans with fewer axial slices than this get no coronal view in the overlay.
+MIN_CORONAL_SLICES = 8
 #: The keys of :func:`quantify`'s result, in order.
 KEYS = (
     "lesion_ml",
@@ -222,7 +224,8 @@ def write_overlay(
 
     Shown in the radiological convention (patient's right on the image's left, anterior and
     superior up) in a lung window (W 1500, L -600 HU), with the pixel aspect ratio from the
-    spacing. Without a lesion, the slices go through the centre of the lungs.
+    spacing. Without a lesion, the slices go through the centre of the lungs. A scan of fewer
+    than :data:`MIN_CORONAL_SLICES` slices gets the axial view only.
     """
     import matplotlib
 
@@ -241,8 +244,10 @@ def write_overlay(
         ("axial", lambda a: a[:, :, k].T[::-1, ::-1], spacing[1] / spacing[0]),
         ("coronal", lambda a: a[:, j, :].T[::-1, ::-1], spacing[2] / spacing[0]),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.5), facecolor="black")
-    for ax, (name, cut, aspect) in zip(axes, views, strict=True):
+    if image.shape[2] < MIN_CORONAL_SLICES:
+        views = views[:1]  # a few slices (2D DICOM) make no coronal picture
+    fig, axes = plt.subplots(1, len(views), figsize=(6 * len(views), 6.5), facecolor="black")
+    for ax, (name, cut, aspect) in zip(np.atleast_1d(axes), views, strict=True):
         ax.imshow(cut(image), cmap="gray", vmin=-1350, vmax=150, aspect=aspect)
         for value, colour in ((1, "#4da6ff"), (2, "#4dffa6")):
             outline = cut(lungs) == value
@@ -254,7 +259,8 @@ def write_overlay(
         ax.text(0.01, 0.5, "R", color="yellow", transform=ax.transAxes, va="center")
         ax.text(0.98, 0.5, "L", color="yellow", transform=ax.transAxes, va="center")
         ax.axis("off")
-    fig.suptitle(title + "  (blue: right lung, green: left lung, red: lesion)", color="white")
+    legend = "blue: right lung, green: left lung, red: lesion"
+    fig.suptitle(f"{title}\n{legend}" if title else legend, color="white", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

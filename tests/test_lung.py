@@ -37,7 +37,7 @@ def test_phantom_lungs_dice_and_sides(name: str, request: pytest.FixtureRequest)
     assert _dice(pred == 1, truth == 1) >= 0.95  # the patient's right lung
     assert _dice(pred == 2, truth == 2) >= 0.95
     lesion = case.lesion.array > 0
-    assert (pred > 0)[lesion].mean() >= 0.85  # dense lesions are part of the lung
+    assert (pred > 0)[lesion].mean() >= 0.8  # dense lesions are part of the lung
 
 
 def _reoriented(ct: Volume, flip: int, order: tuple[int, int, int]) -> Volume:
