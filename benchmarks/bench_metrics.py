@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 import tracemalloc
 import warnings
@@ -95,11 +96,13 @@ def covseg_core(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def deepmind_nsd(pred: np.ndarray, truth: np.ndarray) -> float:
+def deepmind_nsd(pred: np.ndarray, truth: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """DeepMind's NSD, with its surface distances (to check HD95 outside the timing)."""
     import surface_distance
 
     distances = surface_distance.compute_surface_distances(truth, pred, SPACING)
-    return float(surface_distance.compute_surface_dice_at_tolerance(distances, TOLERANCE_MM))
+    nsd = surface_distance.compute_surface_dice_at_tolerance(distances, TOLERANCE_MM)
+    return float(nsd), distances
 
 
 def monai_nsd(pred_tensor: Any, truth_tensor: Any) -> float:
@@ -114,6 +117,17 @@ def monai_nsd(pred_tensor: Any, truth_tensor: Any) -> float:
         use_subvoxels=True,
     )
     return float(value.item())
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_resident_bytes() -> int:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_traced_bytes(function: Callable[[], Any]) -> int:
@@ -134,18 +148,33 @@ def main() -> None:
     truth, pred = make_pair(args.seed)
     masks_bytes = truth.nbytes + pred.nbytes
     print(f"pair: {SHAPE} voxels, spacing {SPACING} mm, {masks_bytes / 2**20:.0f} MiB of masks")
-    lesions = metrics.lesion_metrics(pred, truth, SPACING)
-    print(
-        f"truth {metrics.volume_ml(truth, SPACING):.1f} mL in {lesions.truth_lesions} lesions, "
-        f"prediction {metrics.volume_ml(pred, SPACING):.1f} mL in {lesions.pred_lesions}"
-    )
+    rss_before, peak_rss_before = resident_bytes(), peak_resident_bytes()
 
     t_core, core = _time(lambda: covseg_core(pred, truth), args.repeat)
     t_case, case = _time(lambda: metrics.evaluate_case(pred, truth, SPACING), args.repeat)
+    peak_rss_after = peak_resident_bytes()
+    # The process peak only says something once covseg pushed it above the earlier peak.
+    rss_growth = (
+        f"{(peak_rss_after - rss_before) / 2**20:.0f} MiB"
+        if peak_rss_after > peak_rss_before
+        else f"<= {(peak_rss_before - rss_before) / 2**20:.0f} MiB"
+    )
+    print(
+        f"truth {case['truth_ml']:.1f} mL in {case['truth_lesions']:.0f} lesions, "
+        f"prediction {case['pred_ml']:.1f} mL in {case['pred_lesions']:.0f}"
+    )
     peak_core = peak_traced_bytes(lambda: covseg_core(pred, truth))
     peak_case = peak_traced_bytes(lambda: metrics.evaluate_case(pred, truth, SPACING))
 
-    t_deepmind, nsd_deepmind = _time(lambda: deepmind_nsd(pred, truth), args.repeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # surface-distance uses deprecated scipy namespaces
+        t_deepmind, (nsd_deepmind, deepmind_distances) = _time(
+            lambda: deepmind_nsd(pred, truth), args.repeat
+        )
+        import surface_distance
+
+        hd95_deepmind = surface_distance.compute_robust_hausdorff(deepmind_distances, 95)
+        dice_deepmind = surface_distance.compute_dice_coefficient(truth, pred)
     import torch
 
     pred_tensor = torch.from_numpy(pred)[None, None].float()
@@ -176,11 +205,16 @@ def main() -> None:
         f"|NSD covseg - DeepMind| = {abs(core['nsd'] - nsd_deepmind):.2e}, "
         f"|NSD covseg - MONAI| = {abs(core['nsd'] - nsd_monai):.2e} (MONAI computes in float32)"
     )
+    print(
+        f"|HD95 covseg - DeepMind| = {abs(core['hd95'] - hd95_deepmind):.2e}, "
+        f"|Dice covseg - DeepMind| = {abs(core['dice'] - dice_deepmind):.2e}"
+    )
     print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
         f"peak traced memory: four metrics {peak_core / 2**20:.0f} MiB "
         f"({peak_core / masks_bytes:.2f}x the masks), evaluate_case {peak_case / 2**20:.0f} MiB "
-        f"({peak_case / masks_bytes:.2f}x the masks)"
+        f"({peak_case / masks_bytes:.2f}x the masks); peak resident memory growth over both "
+        f"(incl. untraced C++ buffers): {rss_growth}"
     )
 
 
