@@ -1,0 +1,27 @@
+"""Helpers for the model tests: small model folders with seeded random weights."""
+
+from pathlib import Path
+
+import torch
+
+from covseg.model.inference import CHECKPOINT_FORMAT
+from covseg.model.networks import build_network
+from covseg.model.plan import apply_overrides, load_preset, write_plan
+
+TINY = [
+    "network.features=[4, 4, 8, 8, 8, 4]",
+    "preprocessing.spacing_mm=[6.0, 6.0, 5.0]",
+    "inference.roi_size=[32, 32, 16]",
+]
+
+
+def tiny_model(folder: Path, *overrides: str, folds: int = 1) -> Path:
+    """A model folder with random weights (seeded) and a small network."""
+    plan = apply_overrides(load_preset("baseline"), [*TINY, *overrides])
+    write_plan(plan, folder)
+    for fold in range(folds):
+        torch.manual_seed(fold)
+        state = {"format": CHECKPOINT_FORMAT, "model": build_network(plan).state_dict()}
+        (folder / f"fold_{fold}").mkdir()
+        torch.save(state, folder / f"fold_{fold}" / "best.pt")
+    return folder

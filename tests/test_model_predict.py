@@ -1,0 +1,104 @@
+"""covseg predict: masks with exactly the input's geometry (any orientation, anisotropic,
+oblique), named by case id; bad scans reported by name while the batch goes on."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from model_fixtures import tiny_model
+from typer.testing import CliRunner
+
+from covseg.cli import app
+from covseg.io import Volume, read_volume, write_volume
+from covseg.phantom import make_phantom
+
+
+@pytest.fixture(scope="module")
+def phantom() -> Volume:
+    return make_phantom(seed=3, source="A", size=64, n_slices=24).ct
+
+
+def reoriented(ct: Volume, perm: tuple[int, int, int], flips: tuple[int, ...]) -> Volume:
+    """The same physical image stored with permuted and flipped axes."""
+    array = np.transpose(np.asarray(ct.array), perm)
+    affine = ct.affine.copy()
+    affine[:3, :3] = ct.affine[:3, :3][:, perm]
+    for axis in flips:
+        array = np.flip(array, axis)
+        affine[:3, 3] += affine[:3, axis] * (array.shape[axis] - 1)
+        affine[:3, axis] *= -1
+    return Volume(np.ascontiguousarray(array), affine)
+
+
+def oblique(ct: Volume, degrees: float) -> Volume:
+    """The image rotated in the world about the z axis (an oblique, anisotropic grid)."""
+    t = np.deg2rad(degrees)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    return Volume(ct.array, rot @ ct.affine)
+
+
+def run_predict(model: Path, out: Path, *inputs: Path, extra: tuple[str, ...] = ()):  # noqa: ANN201
+    args = ["predict", *map(str, inputs), "-m", str(model), "-o", str(out), "--no-progress"]
+    return CliRunner().invoke(app, [*args, *extra])
+
+
+def test_mask_has_the_input_geometry_in_any_orientation(tmp_path: Path, phantom: Volume) -> None:
+    model = tiny_model(tmp_path / "model", "inference.lung_crop=false")
+    variants = {
+        "volume-covid19-A-0001": phantom,
+        "volume-covid19-A-0002": reoriented(phantom, (1, 0, 2), (0,)),
+        "volume-covid19-A-0003": reoriented(phantom, (2, 1, 0), (1, 2)),
+        "volume-covid19-A-0004": oblique(phantom, 17.0),
+    }
+    for case_id, ct in variants.items():
+        write_volume(ct, tmp_path / "in" / f"{case_id}_ct.nii.gz")
+    result = run_predict(model, tmp_path / "out", tmp_path / "in", extra=("--no-burden",))
+    assert result.exit_code == 0, result.output
+    masks = {}
+    for case_id, ct in variants.items():
+        img = nib.load(tmp_path / "out" / f"{case_id}.nii.gz")  # named by case id
+        assert img.shape == ct.shape
+        np.testing.assert_allclose(img.affine, ct.affine, atol=1e-4)
+        masks[case_id] = np.asarray(img.dataobj)
+    # The same physical image gives the same mask, voxel for voxel, however it is stored.
+    same = reoriented(Volume(masks["volume-covid19-A-0001"], phantom.affine), (1, 0, 2), (0,))
+    np.testing.assert_array_equal(masks["volume-covid19-A-0002"], same.array)
+    same = reoriented(Volume(masks["volume-covid19-A-0001"], phantom.affine), (2, 1, 0), (1, 2))
+    np.testing.assert_array_equal(masks["volume-covid19-A-0003"], same.array)
+
+
+def test_lung_crop_probability_and_burden(tmp_path: Path, phantom: Volume) -> None:
+    model = tiny_model(tmp_path / "model", folds=2)
+    write_volume(phantom, tmp_path / "scan.nrrd")
+    result = run_predict(model, tmp_path / "out", tmp_path / "scan.nrrd", extra=("--probability",))
+    assert result.exit_code == 0, result.output
+    mask = read_volume(tmp_path / "out" / "scan.nii.gz")
+    prob = read_volume(tmp_path / "out" / "probability" / "scan.nii.gz")
+    assert mask.same_geometry(phantom) and prob.same_geometry(phantom)
+    assert 0.0 <= float(prob.array.min()) and float(prob.array.max()) <= 1.0
+    assert (tmp_path / "out" / "burden" / "scan.json").is_file()
+
+
+def test_bad_scans_are_named_and_the_batch_goes_on(tmp_path: Path, phantom: Volume) -> None:
+    model = tiny_model(tmp_path / "model", "inference.lung_crop=false")
+    write_volume(phantom, tmp_path / "in" / "good.nii.gz")
+    write_volume(Volume(np.zeros((32, 32), np.int16)), tmp_path / "in" / "flat.nii.gz")
+    write_volume(phantom.with_array(np.clip(phantom.array, 0, 255)), tmp_path / "in" / "png.nii.gz")
+    (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not a nifti")
+    inputs = [tmp_path / "in" / n for n in ("good.nii.gz", "flat.nii.gz", "png.nii.gz")]
+    result = run_predict(model, tmp_path / "out", *inputs, tmp_path / "in" / "broken.nii.gz")
+    assert result.exit_code == 1
+    assert "flat.nii.gz: not a 3D CT" in result.output
+    assert "png.nii.gz: not a CT in HU" in result.output
+    assert "broken.nii.gz" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "out" / "good.nii.gz").is_file()
+
+
+def test_a_corrupt_checkpoint_is_refused_by_name(tmp_path: Path, phantom: Volume) -> None:
+    model = tiny_model(tmp_path / "model")
+    (model / "fold_0" / "best.pt").write_bytes(b"garbage")
+    write_volume(phantom, tmp_path / "scan.nii.gz")
+    result = run_predict(model, tmp_path / "out", tmp_path / "scan.nii.gz")
+    assert result.exit_code == 1 and "best.pt: corrupt checkpoint" in result.output
