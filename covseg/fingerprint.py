@@ -5,8 +5,8 @@ in-plane and z is the slice axis), voxel volume (mm^3), image size (voxels) and 
 (mL). Per source and overall: medians of spacing and shape, lesion volume statistics, a
 normalised HU histogram from -1024 to +1000 HU (4 HU bins, each case weighted by its voxel
 count, voxels outside the range left out), and the foreground (lesion) intensity statistics that
-a self-configuring training preset normalises with (mean, sd, percentiles 0.5 and 99.5, as
-nnU-Net does). Cases are read one at a time and reduced to running sums and histograms, so any
+a self-configuring training preset normalises with (mean, std, percentiles 0.5 and 99.5, with
+nnU-Net's names). Cases are read one at a time and reduced to running sums and histograms, so any
 dataset size fits in memory.
 
 Images whose values are not in HU (no value below -200, e.g. 8-bit slices) count in the geometry
@@ -66,6 +66,8 @@ class _Accumulator:
     fg_sum: float = 0.0
     fg_sq: float = 0.0
     fg_n: int = 0
+    fg_min: float = float("inf")
+    fg_max: float = float("-inf")
 
     def add(self, image: npt.NDArray[Any], lesion: npt.NDArray[np.bool_] | None) -> None:
         counts, _ = np.histogram(image, bins=hist_edges())
@@ -77,6 +79,8 @@ class _Accumulator:
             self.fg_sum += float(values.sum())
             self.fg_sq += float((values**2).sum())
             self.fg_n += int(values.size)
+            self.fg_min = min(self.fg_min, float(values.min()))
+            self.fg_max = max(self.fg_max, float(values.max()))
             clipped = np.clip(np.rint(values), FG_RANGE[0], FG_RANGE[1] - 1).astype(np.int64)
             self.fg_hist += np.bincount(clipped - FG_RANGE[0], minlength=len(self.fg_hist))
 
@@ -87,6 +91,8 @@ class _Accumulator:
             self.fg_sum + other.fg_sum,
             self.fg_sq + other.fg_sq,
             self.fg_n + other.fg_n,
+            min(self.fg_min, other.fg_min),
+            max(self.fg_max, other.fg_max),
         )
 
     def density(self) -> list[float]:
@@ -95,9 +101,13 @@ class _Accumulator:
         return (self.hist / (total * HIST_BIN_HU)).tolist() if total else []
 
     def foreground(self) -> dict[str, float | int | None]:
-        """Mean, sd, median and percentiles 0.5 / 99.5 (HU) of the lesion voxels."""
+        """Lesion voxel intensities (HU): n, mean, std, median, min, max, percentiles 0.5/99.5.
+
+        The names are nnU-Net's; the median and percentiles are exact to 1 HU.
+        """
+        keys = ("mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5")
         if self.fg_n == 0:
-            return {"n": 0, "mean": None, "sd": None, "median": None, "p00_5": None, "p99_5": None}
+            return {"n": 0} | dict.fromkeys(keys)
         mean = self.fg_sum / self.fg_n
         var = max(0.0, self.fg_sq / self.fg_n - mean**2)
         cdf = np.cumsum(self.fg_hist) / self.fg_n
@@ -108,10 +118,12 @@ class _Accumulator:
         return {
             "n": self.fg_n,
             "mean": mean,
-            "sd": float(np.sqrt(var)),
+            "std": float(np.sqrt(var)),
             "median": pct(50.0),
-            "p00_5": pct(0.5),
-            "p99_5": pct(99.5),
+            "min": self.fg_min,
+            "max": self.fg_max,
+            "percentile_00_5": pct(0.5),
+            "percentile_99_5": pct(99.5),
         }
 
 

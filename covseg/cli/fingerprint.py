@@ -22,7 +22,7 @@ def fingerprint(
 
     Reads one case at a time. Writes OUT/fingerprint.csv (one row per case),
     OUT/fingerprint.json (per source and overall: median spacing and shape, lesion volume
-    statistics, foreground (lesion) HU mean, sd and percentiles 0.5/99.5, normalised HU
+    statistics, foreground (lesion) HU mean, std and percentiles 0.5/99.5, normalised HU
     histograms from -1024 to +1000 HU; the `auto` training preset reads it) and
     OUT/fingerprint.png. A case that cannot be read is reported on one line; the others go on,
     and the exit code is then 1.
