@@ -93,7 +93,8 @@ def _jobs(inputs: list[Path], masks: Path | None) -> list[tuple[str, Path, Path 
     for path in inputs:
         if not path.exists():
             raise ValueError(f"{path}: no such file or folder")
-    if masks is None and len(inputs) == 2 and all(p.is_file() for p in inputs):
+    if masks is None and len(inputs) == 2 and inputs[1].is_file():
+        # CT (a file, or a folder holding one DICOM series) and its lesion mask.
         return [(case_id_from_filename(inputs[0]), inputs[0], inputs[1])]
     if masks is None and len(inputs) == 1 and inputs[0].is_file():
         raise ValueError(f"{inputs[0]}: {_NO_MASK}")
