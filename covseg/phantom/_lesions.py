@@ -50,24 +50,44 @@ def _waves(
     return out * np.float32(np.sqrt(2.0 / count))
 
 
-def _candidate_centres(
-    grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Lung points on a coarse grid with their depth under the pleura (mm) and a weight.
+@dataclass(frozen=True)
+class _Candidates:
+    """Lung points where a lesion may be centred (coarse grid).
 
-    The weight favours the lower and posterior lung, where COVID-19 lesions are most frequent.
+    Attributes
+    ----------
+    points
+        Positions (n, 3) in mm.
+    depth
+        Distance under the pleura (mm).
+    normal
+        Unit vectors (n, 3) pointing from the nearest pleura into the lung.
+    weight
+        Relative chance of a lesion: higher in the lower and posterior lung, where COVID-19
+        lesions are most frequent.
     """
+
+    points: npt.NDArray[np.float64]
+    depth: npt.NDArray[np.float64]
+    normal: npt.NDArray[np.float64]
+    weight: npt.NDArray[np.float64]
+
+
+def _candidates(grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array) -> _Candidates:
     step = [max(1, int(np.ceil(4.0 / s))) for s in grid.spacing]
     coarse = lung[:: step[0], :: step[1], :: step[2]]
     spacing = [s * k for s, k in zip(grid.spacing, step, strict=True)]
     depth = ndimage.distance_transform_edt(coarse, sampling=spacing)
     idx = np.argwhere(coarse)
+    at = tuple(idx.T)
+    gradient = np.stack([g[at] for g in np.gradient(depth, *spacing)], axis=1)
+    normal = gradient / np.maximum(np.linalg.norm(gradient, axis=1, keepdims=True), 1e-6)
     full = idx * np.asarray(step)
     points = (full - (np.asarray(grid.shape) - 1) / 2) * np.asarray(grid.spacing)
     tt = np.broadcast_to(t, grid.shape)[tuple(full.T)]
     vn = np.broadcast_to(v_norm, grid.shape)[tuple(full.T)]
     weight = (1.2 - np.clip(tt, 0, 1)) * (1.3 + np.clip(vn, -1, 1))
-    return points, depth[tuple(idx.T)], weight
+    return _Candidates(points, depth[at], normal, weight)
 
 
 def draw_lesions(
@@ -83,14 +103,15 @@ def draw_lesions(
     hu = np.zeros(grid.shape, dtype=np.float32)
     if count == 0 or not lung.any():
         return LesionField(fraction, hu)
-    points, depth, weight = _candidate_centres(grid, lung, t, v_norm)
+    cand = _candidates(grid, lung, t, v_norm)
     for _ in range(count):
         volume = np.exp(rng.uniform(*np.log(VOLUME_RANGE_ML)))
         radius = (3 * volume * 1000 / (4 * np.pi)) ** (1 / 3)
-        near = depth <= max(4.0, 0.5 * radius)  # subpleural: touches or nearly touches the pleura
-        w = weight * near if near.any() else weight
-        centre = points[rng.choice(len(points), p=w / w.sum())]
-        _draw_one(rng, grid, lung, centre, radius, fraction, hu)
+        near = cand.depth <= max(4.0, 0.5 * radius)  # subpleural: touching the pleura, or nearly
+        w = cand.weight * near if near.any() else cand.weight
+        pick = rng.choice(len(w), p=w / w.sum())
+        shape = _Shape.subpleural(rng, radius, cand.normal[pick])
+        _draw_one(rng, grid, lung, cand.points[pick], shape, fraction, hu)
     return LesionField(fraction, hu)
 
 
@@ -102,19 +123,41 @@ def _box(grid: Grid, centre: npt.NDArray[np.float64], reach: float) -> tuple[sli
     return slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """An ellipsoid: semi-axes (mm) along the columns of ``rotation``."""
+
+    axes: npt.NDArray[np.float64]
+    rotation: npt.NDArray[np.float64]
+
+    @classmethod
+    def subpleural(
+        cls, rng: np.random.Generator, radius: float, normal: npt.NDArray[np.float64]
+    ) -> _Shape:
+        """A patch flattened against the pleura: thin along ``normal``, wide along the wall."""
+        axes = np.array([rng.uniform(0.5, 0.85), rng.uniform(0.9, 1.6), rng.uniform(0.9, 1.6)])
+        axes = radius * axes / np.prod(axes) ** (1 / 3)
+        if not np.any(normal):
+            normal = rng.normal(size=3)
+        normal = normal / np.linalg.norm(normal)
+        tangent = rng.normal(size=3)
+        tangent -= tangent.dot(normal) * normal
+        tangent /= np.linalg.norm(tangent)
+        return cls(axes, np.stack([normal, tangent, np.cross(normal, tangent)], axis=1))
+
+
 def _draw_one(
     rng: np.random.Generator,
     grid: Grid,
     lung: npt.NDArray[np.bool_],
     centre: npt.NDArray[np.float64],
-    radius: float,
+    shape: _Shape,
     fraction: Array,
     hu: Array,
 ) -> None:
     """Add one lesion, keeping the denser lesion where two overlap."""
-    axes = rng.uniform(0.7, 1.4, 3)
-    axes = radius * axes / np.prod(axes) ** (1 / 3)
-    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    axes, rotation = shape.axes, shape.rotation
+    radius = float(np.prod(axes) ** (1 / 3))
     box = _box(grid, centre, 1.7 * axes.max())
     u, v, w = grid.coords()
     local = (u[box[0]] - centre[0], v[:, box[1]] - centre[1], w[:, :, box[2]] - centre[2])

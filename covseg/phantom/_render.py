@@ -207,6 +207,7 @@ def _draw_bones(img: Array, anat: Anatomy, u: Array, v: Array, w: Array) -> None
     img[disc] = HU["disc"]
     img[bone] = anat.bone_hu
     img[cortex] = HU["cortex"]
-    for part in (_bones.ribs(anat, u, v, w), _bones.sternum(anat, u, v, w)):
+    flat = (_bones.ribs(anat, u, v, w), _bones.scapulae(anat, u, v, w))
+    for part in (*flat, _bones.sternum(anat, u, v, w)):
         img[part[0]] = anat.bone_hu
         img[part[1]] = HU["cortex"]
