@@ -119,18 +119,15 @@ def set_board_public(db: Session, actor: User, phase: Phase, public: bool) -> No
 
 
 def _when(value: Any, field: str) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else _naive_utc(value)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    try:
-        return _when(datetime.fromisoformat(str(value)), field)
-    except ValueError as exc:
-        raise Invalid(f"{field}: not a date/time: {value!r}") from exc
-
-
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
+    """A spec's date or date-time as naive UTC (naive input is taken as UTC)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    elif not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise Invalid(f"{field}: not a date/time: {value!r}") from exc
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _sources(spec: Any, base: Path) -> dict[str, str]:
