@@ -20,10 +20,20 @@ from covseg.phantom._anatomy import (
     lung_depth,
     muscle_depth,
 )
-from covseg.phantom._grid import Array, Grid, splat_tubes, upsample2
+from covseg.phantom._grid import Array, Grid, sample_polyline, splat_tubes, upsample2
 from covseg.phantom._lesions import draw_lesions
 from covseg.phantom._outside import arm_depth, table_layers
-from covseg.phantom._tubes import Mediastinum, Tubes, branching_tree, mediastinum, tree_tubes
+from covseg.phantom._tubes import (
+    Mediastinum,
+    Roots,
+    Tubes,
+    branching_tree,
+    hilar_roots,
+    lobar_trunks,
+    mediastinum,
+    tree_tubes,
+    trunk_roots,
+)
 
 #: Tissue densities (HU) before noise.
 HU = {
@@ -178,26 +188,40 @@ def _draw_trees(
     step: float,
 ) -> None:
     """Pulmonary vessels (arteries and veins) and airways, branching from each hilum."""
-    (rh, lh), (rb, lb) = med.hila, med.bronchus_ends
     fine = max(0.45, 0.3 * min(grid.spacing[:2]))
     vein_shift = np.asarray([0.0, -6.0, -18.0])
-    vessel_roots = [(rh, RIGHT), (lh, LEFT)]
-    vein_roots = [(tuple(np.add(p, vein_shift)), s) for p, s in vessel_roots]
-    vessels = Tubes.join(
-        [
-            tree_tubes(branching_tree(anat, rng, roots, 5.0, fine, (4.0, 7.0)), step)
-            for roots in (vessel_roots, vein_roots)
-        ]
-    )
-    airway = tree_tubes(
-        branching_tree(anat, rng, [(rb, RIGHT), (lb, LEFT)], 4.0, max(1.0, 2 * fine), (4.0, 7.0)),
-        step,
-    )
+    vessels = []
+    for shift in (np.zeros(3), vein_shift):
+        hila = [tuple(np.add(h, shift)) for h in med.hila]
+        vessels.append(_tree(anat, rng, hila, (5.0, 2.5), fine, step))
+    airways = _tree(anat, rng, list(med.bronchus_ends), (4.0, 2.0), max(1.0, 2 * fine), step)
+    vessel = Tubes.join(vessels)
     inside = cavity.astype(np.float32)
-    _mix(img, HU["blood"], splat_tubes(grid, vessels.points, vessels.radii) * inside)
-    outer = airway.widened(0.4, scale=1.25)
+    _mix(img, HU["blood"], splat_tubes(grid, vessel.points, vessel.radii) * inside)
+    outer = airways.widened(0.4, scale=1.25)
     _mix(img, HU["airway_wall"], splat_tubes(grid, outer.points, outer.radii) * inside)
-    _mix(img, HU["air"], splat_tubes(grid, airway.points, airway.radii) * inside)
+    _mix(img, HU["air"], splat_tubes(grid, airways.points, airways.radii) * inside)
+
+
+def _tree(
+    anat: Anatomy,
+    rng: np.random.Generator,
+    hila: list[tuple[float, float, float]],
+    trunk_radius: tuple[float, float],
+    min_radius: float,
+    step: float,
+) -> Tubes:
+    """One tree per lung: lobar trunks from the hilum, branches from the hilum and the trunks."""
+    roots, trunks = [], []
+    for hilum, side in zip(hila, (RIGHT, LEFT), strict=True):
+        roots.append(hilar_roots(hilum, side, trunk_radius[0]))
+        for trunk in lobar_trunks(anat, hilum, side):
+            radii = np.linspace(*trunk_radius, len(trunk))
+            trunks.append(Tubes(*sample_polyline(trunk, radii, step)))
+            roots.append(trunk_roots(rng, trunk, side, trunk_radius, 4))
+    centres = {side: np.asarray(h) for h, side in zip(hila, (RIGHT, LEFT), strict=True)}
+    segments = branching_tree(anat, rng, Roots.join(roots), centres, min_radius, (4.0, 7.0))
+    return Tubes.join([*trunks, tree_tubes(segments, step)])
 
 
 def _draw_bones(img: Array, anat: Anatomy, u: Array, v: Array, w: Array) -> None:

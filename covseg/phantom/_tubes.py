@@ -119,8 +119,28 @@ def _unit(x: Points) -> Points:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _root_directions(side: int) -> Points:
-    """Main branch directions out of a hilum: up, sideways front/back, down front/back."""
+@dataclass(frozen=True)
+class Roots:
+    """Where trees start: points (n, 3) mm, unit directions (n, 3), radii (n,) mm, sides (n,)."""
+
+    start: Points
+    direction: Points
+    radius: npt.NDArray[np.float64]
+    side: npt.NDArray[np.int64]
+
+    @classmethod
+    def join(cls, parts: list[Roots]) -> Roots:
+        """All roots of ``parts``."""
+        return cls(
+            np.concatenate([p.start for p in parts]),
+            np.concatenate([p.direction for p in parts]),
+            np.concatenate([p.radius for p in parts]),
+            np.concatenate([p.side for p in parts]),
+        )
+
+
+def hilar_roots(hilum: tuple[float, float, float], side: int, radius: float) -> Roots:
+    """Main branches out of a hilum: up, down, forwards, backwards and sideways."""
     s = -1.0 if side == RIGHT else 1.0
     dirs = [
         (0.3 * s, -1.0, 0.4),
@@ -134,40 +154,82 @@ def _root_directions(side: int) -> Points:
         (0.45 * s, 0.55, -1.0),
         (0.6 * s, -0.45, -1.0),
     ]
-    return _unit(np.asarray(dirs, dtype=np.float64))
+    d = _unit(np.asarray(dirs, dtype=np.float64))
+    n = len(d)
+    return Roots(np.repeat([hilum], n, axis=0), d, np.full(n, radius), np.full(n, side))
+
+
+def lobar_trunks(
+    anat: Anatomy, hilum: tuple[float, float, float], side: int
+) -> list[npt.NDArray[np.float64]]:
+    """Polylines (3 nodes, mm) from a hilum to the lung base, apex and front.
+
+    Side branches all along them reach the parts of the lung far from the hilum.
+    """
+    from covseg.phantom._anatomy import diaphragm_t
+
+    s = -1.0 if side == RIGHT else 1.0
+    a, b, cv = anat.cavity_a, anat.cavity_b, anat.cavity_v
+    base_u, base_v = s * 0.5 * a, cv + 0.4 * b
+    base_t = float(diaphragm_t(anat, base_u, base_v, side)) + 0.05
+    ends = [
+        (base_u, base_v, anat.w_at(base_t)),
+        (s * 0.4 * a, cv + 0.1 * b, anat.w_at(0.88)),
+        (s * 0.6 * a, cv - 0.55 * b, anat.w_at(0.42)),
+    ]
+    h = np.asarray(hilum, dtype=np.float64)
+    trunks = []
+    for end in ends:
+        e = np.asarray(end)
+        bend = 0.5 * (h + e) + np.array([s * 12.0, 0.0, 0.0])  # bow out to the side
+        trunks.append(np.stack([h, bend, e]))
+    return trunks
+
+
+def trunk_roots(
+    rng: np.random.Generator,
+    trunk: npt.NDArray[np.float64],
+    side: int,
+    radius: tuple[float, float],
+    count: int,
+) -> Roots:
+    """Side branches leaving a trunk at ``count`` points, in random directions across it."""
+    frac = np.linspace(0.25, 0.95, count)
+    seg_len = np.linalg.norm(np.diff(trunk, axis=0), axis=1)
+    along = np.concatenate([[0.0], np.cumsum(seg_len)]) / seg_len.sum()
+    points = np.stack([np.interp(frac, along, trunk[:, k]) for k in range(3)], axis=1)
+    points = np.repeat(points, 2, axis=0)
+    axis = _unit(trunk[-1] - trunk[0])
+    d = rng.normal(size=(len(points), 3))
+    d = _unit(d - 0.6 * (d @ axis)[:, None] * axis + 0.5 * axis)
+    r = np.repeat(radius[0] + frac * (radius[1] - radius[0]), 2) * 0.75
+    return Roots(points, d, r, np.full(len(points), side))
 
 
 def branching_tree(
     anat: Anatomy,
     rng: np.random.Generator,
-    roots: list[tuple[tuple[float, float, float], int]],
-    root_radius: float,
+    roots: Roots,
+    hila: dict[int, npt.NDArray[np.float64]],
     min_radius: float,
     length_per_radius: tuple[float, float],
 ) -> tuple[Points, Points, npt.NDArray[np.float64]]:
-    """Grow binary trees from hilar roots until branches are thinner than ``min_radius`` (mm).
+    """Grow binary trees from ``roots`` until branches are thinner than ``min_radius`` (mm).
 
     Each fork splits a branch into a larger child (deviating 10-30 degrees) and a smaller one
-    (25-55 degrees), both pulled slightly away from the hilum so the tree spreads through the
-    lung; a branch that would leave its lung is shortened, or dropped. Returns segment starts,
-    ends (n, 3) and radii (n,).
+    (25-55 degrees), both pulled slightly away from the hilum of their side so the tree spreads
+    through the lung; a branch that would leave its lung is shortened, or dropped. Returns
+    segment starts, ends (n, 3) and radii (n,).
     """
-    starts, dirs, sides = [], [], []
-    for point, side in roots:
-        d = _root_directions(side)
-        dirs.append(d)
-        starts.append(np.repeat([point], len(d), axis=0))
-        sides.append(np.full(len(d), side))
-    n = sum(len(d) for d in dirs)
-    radius = root_radius * rng.uniform(0.8, 1.0, n)
+    n = len(roots.radius)
+    radius = roots.radius * rng.uniform(0.8, 1.0, n)
     gen = _Branches(
-        np.concatenate(starts).astype(np.float64),
-        np.concatenate(dirs),
+        roots.start,
+        roots.direction,
         radius * rng.uniform(*length_per_radius, n) * 1.3,
         radius,
-        np.concatenate(sides).astype(np.int64),
+        roots.side,
     )
-    hila = {side: np.asarray(point) for point, side in roots}
     seg_start, seg_end, seg_r = [], [], []
     first = True
     while len(gen.radius):
