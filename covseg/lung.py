@@ -9,8 +9,8 @@ How it works (all on a copy reoriented to RAS+ and averaged to about 2.5 mm in-p
 a 512 x 512 x 300 CT take a few seconds):
 
 1. Air below :data:`AIR_HU` (block-averaged, so partial-volume lung edges count).
-2. Air components that are pure air (median below :data:`PURE_AIR_HU`: the air around the
-   patient, bowel gas, the trachea when separate) are not lung. Ventilated lung has a median near
+2. Air components that are nearly pure air (median below :data:`GAS_MEDIAN_HU`: the air around
+   the patient, bowel gas, the trachea when separate) are not lung. Ventilated lung has a median near
    -850 HU because of its vessels and interstitium. This works on crops inside the body too,
    where the lungs reach the edge of the image and no "outside" is visible.
 3. The trachea and main bronchi: the pure-air tube connected to the lungs near the midline at
@@ -40,6 +40,8 @@ from covseg.io import Volume
 AIR_HU = -350.0
 #: A connected air region whose median is below this is pure air (outside, bowel, airway), not lung.
 PURE_AIR_HU = -950.0
+#: An air region whose median (block-averaged) is below this is gas (outside, bowel), not lung.
+GAS_MEDIAN_HU = -900.0
 #: Radius (mm) of the closing that brings back lesions and vessels at the lung border.
 CLOSING_MM = 12.0
 #: Voxels denser than this (HU, bone and contrast) are never added by the closing.
@@ -48,6 +50,8 @@ MAX_FILL_HU = 150.0
 WORK_MM = 2.5
 #: Smallest lung component kept (mL); smaller air pockets are noise or bowel.
 MIN_LUNG_ML = 0.5
+#: Without an air region of at least this volume (mL) there are no lungs in the field of view.
+MIN_LARGEST_ML = 3.0
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -199,8 +203,8 @@ def _lung_labels(low: FloatArray, spacing: npt.NDArray[np.float64], path: str | 
     big = idx[sizes >= MIN_LUNG_ML]
     medians = np.atleast_1d(ndimage.median(low, comp, big)) if len(big) else np.zeros(0)
     inside = _inside_body(low, comp, big)
-    keep = big[(medians >= PURE_AIR_HU) & inside]
-    if not len(keep):
+    keep = big[(medians >= GAS_MEDIAN_HU) & inside]
+    if not len(keep) or sizes[keep - 1].max() < MIN_LARGEST_ML:
         raise ValueError(f"{path}: no lungs in the field of view (no aerated lung found)")
     lungs = _near_large(comp, keep, sizes, spacing)
     airway = _airway(low, lungs, spacing)

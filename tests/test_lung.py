@@ -127,3 +127,10 @@ def test_ny_sbu_slices(shared_data: Path) -> None:
     abdomen = read_volume(shared_data / "ny-sbu" / "A027284" / "19000925-116.dcm")
     with pytest.raises(ValueError, match="abdomen.dcm: no lungs"):
         lung_mask(abdomen, "abdomen.dcm")
+
+
+def test_abdomen_without_lungs_is_refused(shared_data: Path) -> None:
+    """Upper abdomen (20 slices of 2 mm): bowel gas is not lung."""
+    abdomen = read_volume(shared_data / "totalseg" / "example_ct_dicom")
+    with pytest.raises(ValueError, match="example_ct_dicom: no lungs in the field of view"):
+        lung_mask(abdomen, "example_ct_dicom")
