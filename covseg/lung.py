@@ -10,8 +10,9 @@ a 512 x 512 x 300 CT take a few seconds):
 
 1. Air below :data:`AIR_HU` (block-averaged, so partial-volume lung edges count).
 2. Air components that are nearly pure air (median below :data:`GAS_MEDIAN_HU`: the air around
-   the patient, bowel gas, the trachea when separate) are not lung. Ventilated lung has a median near
-   -850 HU because of its vessels and interstitium. This works on crops inside the body too,
+   the patient, bowel gas, the trachea when separate) are not lung. Ventilated lung has a
+   median near -850 HU because of its vessels and interstitium (severe emphysema, with a median
+   below -900 HU, is a known limit). This works on crops inside the body too,
    where the lungs reach the edge of the image and no "outside" is visible.
 3. The trachea and main bronchi: the pure-air tube connected to the lungs near the midline at
    the top is removed (grown at :data:`PURE_AIR_HU`, tightened when it leaks into the lungs).
