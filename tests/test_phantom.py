@@ -148,3 +148,10 @@ def test_cli_writes_and_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+@pytest.mark.parametrize(("size", "n_slices"), [(33, 1), (17, 3)])
+def test_odd_sizes_and_few_slices(size: int, n_slices: int) -> None:
+    case = make_phantom(seed=2, size=size, n_slices=n_slices)
+    assert case.ct.shape == case.lung.shape == (size, size, n_slices)
+    assert not (case.lesion.array.astype(bool) & (case.lung.array == 0)).any()

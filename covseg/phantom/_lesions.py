@@ -80,7 +80,7 @@ def _candidates(grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array
     depth = ndimage.distance_transform_edt(coarse, sampling=spacing)
     idx = np.argwhere(coarse)
     at = tuple(idx.T)
-    gradient = np.stack([g[at] for g in np.gradient(depth, *spacing)], axis=1)
+    gradient = np.stack([_gradient(depth, a, spacing[a])[at] for a in range(3)], axis=1)
     normal = gradient / np.maximum(np.linalg.norm(gradient, axis=1, keepdims=True), 1e-6)
     full = idx * np.asarray(step)
     points = (full - (np.asarray(grid.shape) - 1) / 2) * np.asarray(grid.spacing)
@@ -88,6 +88,15 @@ def _candidates(grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array
     vn = np.broadcast_to(v_norm, grid.shape)[tuple(full.T)]
     weight = (1.2 - np.clip(tt, 0, 1)) * (1.3 + np.clip(vn, -1, 1))
     return _Candidates(points, depth[at], normal, weight)
+
+
+def _gradient(
+    values: npt.NDArray[np.float64], axis: int, spacing: float
+) -> npt.NDArray[np.float64]:
+    """Derivative along ``axis`` (0 where the array is a single voxel thick)."""
+    if values.shape[axis] < 2:
+        return np.zeros_like(values)
+    return np.asarray(np.gradient(values, spacing, axis=axis))
 
 
 def draw_lesions(
