@@ -113,13 +113,13 @@ def lung_mask(ct: Volume, path: str | Path = "CT") -> Volume:
     >>> lungs.array.max()  # doctest: +SKIP
     2
     """
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+    from nibabel.orientations import apply_orientation, io_orientation
 
     check_hu(ct, path)
+    # Work in RAS+ order (first index toward the patient's right, then anterior, superior).
     ornt = io_orientation(ct.affine)
     ras = apply_orientation(np.asarray(ct.array), ornt)  # a view: flips and transposes
-    ras_affine = ct.affine @ inv_ornt_aff(ornt, ct.shape)
-    spacing = np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0))
+    spacing = np.asarray(ct.spacing)[np.argsort(ornt[:, 0])]
     factors = _block_factors(spacing)
     low = _block_mean(ras, factors)
     work_spacing = spacing * np.asarray(factors)
@@ -129,7 +129,9 @@ def lung_mask(ct: Volume, path: str | Path = "CT") -> Volume:
     return ct.with_array(np.ascontiguousarray(back, dtype=np.uint8))
 
 
-def lung_bounding_box(mask: npt.ArrayLike, spacing: tuple[float, ...], margin_mm: float = 10.0):
+def lung_bounding_box(
+    mask: npt.ArrayLike, spacing: tuple[float, ...], margin_mm: float = 10.0
+) -> tuple[slice, ...]:
     """Index slices of the box around the lungs, grown by ``margin_mm`` on each side.
 
     Parameters
