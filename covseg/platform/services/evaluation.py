@@ -198,7 +198,6 @@ def evaluate_submission(
             )
         except Invalid as exc:
             return _finish(factory, submission_id, token, SubmissionStatus.failed, str(exc), [], {})
-        _touch(factory, submission_id, token, SubmissionStatus.evaluating)
         errors = {case: check_mask(preds[case], cases[case][0]) for case in sorted(cases)}
         bad = {case: err for case, err in errors.items() if err}
         if bad:
@@ -211,6 +210,7 @@ def evaluate_submission(
             return _finish(
                 factory, submission_id, token, SubmissionStatus.failed, message, rows, {}
             )
+        _touch(factory, submission_id, token, SubmissionStatus.evaluating)
         rows = _score_all(factory, settings, submission_id, token, preds, cases, on_case)
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:
