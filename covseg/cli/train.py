@@ -16,7 +16,7 @@ def train(
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Model folder to write."),
     preset: str = typer.Option(
-        "baseline", help="baseline, auto (planned from the data) or slices-2d."
+        "baseline", help="baseline, auto or auto-2d (planned from the data), slices-2d."
     ),
     fold: str = typer.Option("0", help="Fold to train (0..folds-1) or 'all'."),
     epochs: int | None = typer.Option(None, help="Override training.epochs."),
@@ -46,10 +46,11 @@ def train(
     try:
         if resume and (output / "plan.yaml").is_file():
             plan = read_plan(output)
-        elif preset == "auto":
+        elif preset in ("auto", "auto-2d"):
             from covseg.model.planner import plan_from_data
 
-            plan = apply_overrides(plan_from_data(data_dir), overrides)
+            variant = "2d" if preset == "auto-2d" else "3d"
+            plan = apply_overrides(plan_from_data(data_dir, variant), overrides)
         else:
             plan = apply_overrides(load_preset(preset), overrides)
         n_folds = int(plan["training"]["folds"])

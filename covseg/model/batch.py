@@ -35,15 +35,27 @@ def find_inputs(inputs: list[Path]) -> list[tuple[str, Path]]:
         if path.is_file():
             found.append((case_id_from_filename(path.name), path))
         elif path.is_dir():
-            try:
-                found += [(c.case_id, c.image) for c in find_cases(path) if c.image is not None]
-            except DatasetError:
-                if not any(p.is_file() and not is_image_file(p) for p in path.iterdir()):
-                    raise
-                found.append((path.name, path))  # files without image suffix: a DICOM series
+            found += _folder_inputs(path)
         else:
             raise DatasetError(f"{path}: no such file or folder")
     return found
+
+
+def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
+    """A dataset folder's images, else its image files, else the folder as one DICOM series."""
+    try:
+        cases = [(c.case_id, c.image) for c in find_cases(folder) if c.image is not None]
+    except DatasetError:
+        cases = []
+    if cases:
+        return cases
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    images = [p for p in files if is_image_file(p)]
+    if images:
+        return [(case_id_from_filename(p.name), p) for p in images]
+    if files:
+        return [(folder.name, folder)]  # files without an image suffix: a DICOM series
+    raise DatasetError(f"{folder}: no scans found")
 
 
 def run_job(job: PredictJob) -> tuple[str, str | None]:

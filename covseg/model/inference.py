@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,12 +65,18 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 def _tta_passes(
     image: torch.Tensor, infer: dict[str, Any], tta: bool
 ) -> Iterator[tuple[torch.Tensor, tuple[int, ...]]]:
-    """The baseline's test-time augmentation: the image, then ``tta_noise_repeats`` noisy copies,
-    each also flipped along every ``tta_flip_axes`` axis (1 + 4 x 3 = 13 passes). Yields
-    (input, flipped tensor dims)."""
+    """Test-time augmentation passes, as (input, flipped tensor dims): the image; with
+    ``tta_mirror`` its mirrorings along every set of ``tta_flip_axes``; then (the baseline's)
+    ``tta_noise_repeats`` noisy copies, each also flipped along every ``tta_flip_axes`` axis
+    (baseline: 1 + 4 x 3 = 13 passes)."""
     yield image, ()
     if not tta:
         return
+    if infer.get("tta_mirror"):  # nnU-Net's mirroring: every non-empty set of flip axes
+        axes = [int(a) + 2 for a in infer["tta_flip_axes"]]
+        for n in range(1, len(axes) + 1):
+            for dims in itertools.combinations(axes, n):
+                yield image.flip(dims), dims
     gen = torch.Generator().manual_seed(0)  # the same noise for every run
     for _ in range(int(infer["tta_noise_repeats"])):
         noise = torch.randn(image.shape, generator=gen) * float(infer["tta_noise_std"])

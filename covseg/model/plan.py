@@ -27,7 +27,7 @@ class PlanError(ValueError):
 
 def preset_names() -> list[str]:
     """Names of the presets shipped with covseg (YAML files and the ``auto`` planner)."""
-    return sorted({p.stem for p in PRESET_DIR.glob("*.yaml")} | {"auto"})
+    return sorted({p.stem for p in PRESET_DIR.glob("*.yaml")} | {"auto", "auto-2d"})
 
 
 def load_preset(name: str) -> Plan:

@@ -148,7 +148,9 @@ def train_fold(
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
             optimizer.zero_grad(set_to_none=True)
-            with autocast(device, bool(training["amp"])):
+            # Mixed precision on GPUs only: bfloat16 training on the CPU gained no speed here
+            # and diverged (NaN loss) in a phantom run.
+            with autocast(device, bool(training["amp"]) and device.type == "cuda"):
                 out = model(image)
             loss = _deep_supervised_loss(loss_fn, out, label)
             scaler.scale(loss).backward()
