@@ -1,4 +1,4 @@
-"""Shared fixtures of the platform tests: a tiny challenge on a SQLite file in a temp folder.
+"""Shared helpers of the platform tests: a tiny challenge on SQLite (or PostgreSQL) in a temp dir.
 
 The masks are 16 x 16 x 4 voxels, so scoring a whole submission takes milliseconds.
 """

@@ -31,6 +31,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    if url.startswith(("postgresql://", "postgres://")):
+        # psycopg 3 is the driver covseg installs; SQLAlchemy's default would be psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return create_engine(url, pool_pre_ping=True)
 
 
