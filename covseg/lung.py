@@ -261,18 +261,19 @@ def _near_large(
     small = keep[sizes[keep - 1] < 0.05 * largest]
     mask = np.isin(comp, large)
     if len(small):
-        far = ndimage.distance_transform_edt(~mask, spacing) > 10.0
-        near = [k for k in small if not far[comp == k].all()]
-        mask |= np.isin(comp, near)
+        far = (ndimage.distance_transform_edt(~mask, spacing) > 10.0).astype(np.uint8)
+        all_far = np.atleast_1d(ndimage.minimum(far, comp, small))
+        mask |= np.isin(comp, small[all_far == 0])
     return mask
 
 
 def _airway(low: FloatArray, lungs: BoolArray, spacing: npt.NDArray[np.float64]) -> BoolArray:
-    """Trachea and main bronchi: pure air in the lungs' region, grown from the top midline.
+    """Trachea and main bronchi: the pure-air tube reaching highest near the lungs' midline.
 
-    The seed is the pure-air component reaching highest near the middle of the lungs in x; a
-    component larger than an airway tree (leak into emphysematous or noisy lung) is grown
-    again with a stricter threshold, and dropped when it still leaks.
+    Of the pure-air components in the lungs' region that reach the upper 40 % of the lungs near
+    the middle in x, the highest is the airway tree. A tree larger than an airway tree can be
+    (it leaked into emphysematous or noisy lung) is found again with a stricter threshold, and
+    dropped when it still leaks.
     """
     from scipy import ndimage
 
