@@ -98,7 +98,7 @@ class Anatomy:
             dome_left=rng.uniform(0.18, 0.25),
             junction_gap=rng.choice([0.0, rng.uniform(1.0, 6.0)]),
             rib_pitch=rng.uniform(23.0, 27.0),
-            rib_drop=rng.uniform(70.0, 95.0),
+            rib_drop=rng.uniform(95.0, 125.0),
             rib_phase=rng.uniform(0.1, 0.5),
             lung_hu=rng.uniform(-875.0, -835.0),
             bone_hu=rng.uniform(170.0, 300.0),
@@ -256,6 +256,23 @@ def lung_depth(anat: Anatomy, u: Coord, v: Coord, w: Coord, side: int) -> Array:
     depth = np.minimum(depth, (1.0 - t) * anat.lung_height)
     depth = np.minimum(depth, -heart_depth(anat, uu, vv, ww) - 5.0)
     return np.asarray(depth, dtype=np.float32)
+
+
+def fissure_distance(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> tuple[Array, Array]:
+    """Distances (mm) to the oblique fissures and to the right lung's horizontal fissure.
+
+    The oblique fissure slopes from high at the back (``t`` = 0.72) to the front of the
+    diaphragm; the horizontal one is level at ``t`` = 0.55, in front of the oblique one.
+    """
+    vv, t = np.asarray(v), anat.t(np.asarray(w))
+    front = (vv - (anat.cavity_v - anat.cavity_b)) / (2.0 * anat.cavity_b)  # 0 front, 1 back
+    # Laterally the fissure lies further forward: on an axial slice it runs obliquely.
+    lateral = np.abs(np.asarray(u)) / anat.cavity_a - 0.5
+    t_oblique = 0.08 + 0.64 * front + 0.22 * lateral
+    slope = 0.64 * anat.lung_height / (2.0 * anat.cavity_b)  # mm up per mm back
+    oblique = (t - t_oblique) * anat.lung_height / np.sqrt(1.0 + slope**2)
+    horizontal = np.where(t_oblique > 0.55, (t - 0.55) * anat.lung_height, np.float32(1e3))
+    return np.abs(oblique).astype(np.float32), np.abs(horizontal).astype(np.float32)
 
 
 def lung_label(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.uint8]:

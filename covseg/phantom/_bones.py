@@ -76,7 +76,7 @@ def ribs(anat: Anatomy, u: Array, v: Array, w: Array) -> tuple[Mask, Mask]:
     within = (phase - number - 0.5) * anat.rib_pitch  # mm from the rib's mid-height
     reach = np.where(number >= 10, 0.45, 0.82)  # floating ribs stop at the side
     along = (front < reach) & (np.abs(shell.u) > 22.0) & (number >= 0) & (number < 12)
-    r2 = (shell.radial / 3.5) ** 2 + (within / 6.0) ** 2
+    r2 = (shell.radial / 3.5) ** 2 + (within / 5.5) ** 2
     shape = np.broadcast_shapes(u.shape, v.shape, w.shape)
     bone = along & (r2 < 1.0)
     return shell.fill(shape, bone), shell.fill(shape, bone & (r2 > 0.4))

@@ -63,8 +63,7 @@ class _Candidates:
     normal
         Unit vectors (n, 3) pointing from the nearest pleura into the lung.
     weight
-        Relative chance of a lesion: higher in the lower and posterior lung, where COVID-19
-        lesions are most frequent.
+        Relative chance of a lesion.
     """
 
     points: npt.NDArray[np.float64]
@@ -73,7 +72,7 @@ class _Candidates:
     weight: npt.NDArray[np.float64]
 
 
-def _candidates(grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array) -> _Candidates:
+def _candidates(grid: Grid, lung: npt.NDArray[np.bool_], preference: Array) -> _Candidates:
     step = [max(1, int(np.ceil(4.0 / s))) for s in grid.spacing]
     coarse = lung[:: step[0], :: step[1], :: step[2]]
     spacing = [s * k for s, k in zip(grid.spacing, step, strict=True)]
@@ -84,9 +83,7 @@ def _candidates(grid: Grid, lung: npt.NDArray[np.bool_], t: Array, v_norm: Array
     normal = gradient / np.maximum(np.linalg.norm(gradient, axis=1, keepdims=True), 1e-6)
     full = idx * np.asarray(step)
     points = (full - (np.asarray(grid.shape) - 1) / 2) * np.asarray(grid.spacing)
-    tt = np.broadcast_to(t, grid.shape)[tuple(full.T)]
-    vn = np.broadcast_to(v_norm, grid.shape)[tuple(full.T)]
-    weight = (1.2 - np.clip(tt, 0, 1)) * (1.3 + np.clip(vn, -1, 1))
+    weight = np.broadcast_to(preference, grid.shape)[tuple(full.T)].astype(np.float64)
     return _Candidates(points, depth[at], normal, weight)
 
 
@@ -103,16 +100,18 @@ def draw_lesions(
     rng: np.random.Generator,
     grid: Grid,
     lung: npt.NDArray[np.bool_],
-    t: Array,
-    v_norm: Array,
+    preference: Array,
     count: int,
 ) -> LesionField:
-    """Draw ``count`` lesions inside ``lung`` (working-grid booleans)."""
+    """Draw ``count`` lesions inside ``lung`` (working-grid booleans).
+
+    ``preference`` (broadcastable to the grid, > 0) weighs where lesions are centred.
+    """
     fraction = np.zeros(grid.shape, dtype=np.float32)
     hu = np.zeros(grid.shape, dtype=np.float32)
     if count == 0 or not lung.any():
         return LesionField(fraction, hu)
-    cand = _candidates(grid, lung, t, v_norm)
+    cand = _candidates(grid, lung, preference)
     for _ in range(count):
         volume = np.exp(rng.uniform(*np.log(VOLUME_RANGE_ML)))
         radius = (3 * volume * 1000 / (4 * np.pi)) ** (1 / 3)

@@ -16,6 +16,7 @@ from covseg.phantom._anatomy import (
     body_depth,
     cavity_depth,
     diaphragm_t,
+    fissure_distance,
     heart_depth,
     lung_depth,
     muscle_depth,
@@ -50,9 +51,12 @@ HU = {
     "csf": 15.0,
     "disc": 85.0,
     "cortex": 700.0,
+    "pleura": 0.0,
     "table_skin": 250.0,
     "table_foam": -950.0,
 }
+#: Thickness of the interlobar fissures (mm).
+FISSURE_MM = 0.4
 #: Amplitude (s.d., HU) of the smooth texture of the lung parenchyma.
 LUNG_TEXTURE_HU = 12.0
 
@@ -109,7 +113,8 @@ def draw_chest(
     parenchyma = anat.lung_hu + 30.0 * np.clip(vn, -1.0, 1.0)  # denser where the patient lies
     parenchyma = parenchyma + LUNG_TEXTURE_HU * _texture(rng, grid.shape)
     _mix(img, parenchyma, lung_frac)
-    lesions = draw_lesions(rng, grid, lung, anat.t(w), vn, n_lesions)
+    _draw_fissures(img, anat, u, v, w, right, left, ramp)
+    lesions = draw_lesions(rng, grid, lung, _lesion_preference(anat, u, vn, w), n_lesions)
     _mix(img, lesions.hu, lesions.fraction)
     _draw_trees(img, anat, rng, grid, med, cavity, step)
     _mix(img, HU["blood"], _soft(heart_depth(anat, u, v, w), ramp))
@@ -137,6 +142,32 @@ def _lungs(
     left = lung_depth(anat, u, v, w, LEFT)
     fraction = _soft(np.maximum(right, left), grid.spacing[0]) * free
     return (right > 0) & (free > 0.5), (left > 0) & (free > 0.5), fraction
+
+
+def _lesion_preference(anat: Anatomy, u: Array, vn: Array, w: Array) -> Array:
+    """Where COVID-19 lesions gather: low, posterior, and against the ribs more than the heart."""
+    low = 1.2 - np.clip(anat.t(w), 0.0, 1.0)
+    back = 1.3 + np.clip(vn, -1.0, 1.0)
+    lateral = np.clip(np.abs(u) / (0.45 * anat.cavity_a), 0.15, 1.0)
+    return np.asarray(low * back * lateral, dtype=np.float32)
+
+
+def _draw_fissures(
+    img: Array,
+    anat: Anatomy,
+    u: Array,
+    v: Array,
+    w: Array,
+    right: npt.NDArray[np.bool_],
+    left: npt.NDArray[np.bool_],
+    voxel_mm: float,
+) -> None:
+    """The interlobar fissures: pleural sheets about 0.4 mm thick, faint lines on CT."""
+    oblique, horizontal = fissure_distance(anat, u, v, w)
+    sheet = np.float32(FISSURE_MM / voxel_mm)  # tissue share of a voxel the sheet crosses
+    on_right = np.clip(1.0 - np.minimum(oblique, horizontal) / voxel_mm, 0.0, 1.0) * right
+    on_left = np.clip(1.0 - oblique / voxel_mm, 0.0, 1.0) * left
+    _mix(img, HU["pleura"], np.maximum(on_right, on_left) * sheet)
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int, int]) -> Array:
