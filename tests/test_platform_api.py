@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from test_platform_support import (
     BACKENDS,
     PASSWORD,
@@ -19,7 +19,7 @@ from test_platform_support import (
 )
 
 from covseg.platform.app import create_app
-from covseg.platform.models import AuthSession, utcnow
+from covseg.platform.models import AuthSession, Submission, utcnow
 from covseg.platform.tasks import Queue, make_queue
 
 
@@ -186,10 +186,13 @@ def test_test_phase_and_acting_for_another_team(env: tuple[Platform, TestClient,
 def test_oversize_upload_is_refused(env: tuple[Platform, TestClient, Queue]) -> None:
     p, client, _ = env
     p.settings.max_upload_bytes = 1000
-    r = upload(client, login(client, "alice@example.org"), b"x" * (2 << 20))
-    assert r.status_code == 413 and "limit" in r.json()["detail"]
-    r = upload(client, login(client, "alice@example.org"), b"x" * 5000)  # under the envelope
-    assert r.status_code == 413
+    with TestClient(create_app(p.settings, make_queue(p.settings, p.factory))) as small:
+        alice = login(small, "alice@example.org")
+        assert upload(small, alice, b"x" * (2 << 20)).status_code == 413  # cut off by the server
+        r = upload(small, alice, b"x" * 5000)  # within the multipart envelope: by the service
+        assert r.status_code == 413 and "limit" in r.json()["detail"]
+    with p.db() as db:
+        assert db.scalar(select(func.count(Submission.id))) == 0
 
 
 def test_api_sessions_expire_and_log_out(env: tuple[Platform, TestClient, Queue]) -> None:

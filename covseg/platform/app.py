@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -30,23 +28,13 @@ def create_app(settings: Settings, queue: Queue | None = None) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        # Counted as the body arrives (chunked uploads too): an oversize upload is cut off
+        # before it fills the disk.
+        max_body_size=settings.max_upload_bytes + _ENVELOPE,
     )
     app.state.settings = settings
     app.state.factory = factory
     app.state.queue = queue or make_queue(settings, factory)
-
-    @app.middleware("http")
-    async def refuse_oversize(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Refuse by the declared length before reading a byte of an oversize body.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > settings.max_upload_bytes + _ENVELOPE:
-            limit = settings.max_upload_bytes / 1e6
-            return JSONResponse(
-                {"detail": f"the upload is over the limit of {limit:.0f} MB"}, status_code=413
-            )
-        return await call_next(request)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
