@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from model_fixtures import tiny_model
 from typer.testing import CliRunner
 
@@ -21,7 +22,7 @@ def test_confidence_is_the_mean_certainty_where_it_matters() -> None:
     assert confidence(prob, None) == 0.75
     lung = np.zeros_like(prob, dtype=np.uint8)
     lung[1] = 1  # 16 lung voxels at p = 0, certain
-    assert confidence(prob, lung) == (0.5 + 1.0 + 16) / 18
+    assert confidence(prob, lung) == pytest.approx((0.5 + 1.0 + 16) / 18)
 
 
 def test_pseudo_labels_form_a_training_dataset(tmp_path: Path) -> None:
