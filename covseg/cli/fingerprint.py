@@ -77,14 +77,14 @@ def _table(summary: dict[str, Any]) -> Any:
     """Per-source summary as a rich table."""
     from rich.table import Table
 
-    table = Table(title="Dataset fingerprint (medians; lesion volume median [min..max])")
+    table = Table(title=r"Dataset fingerprint (medians; lesion volume: median \[min..max])")
     for column in ("source", "cases", "spacing x/y/z mm", "shape", "voxel mm³", "lesion mL"):
         table.add_column(column)
     groups = {**summary["sources"], "all": summary}
     for name, g in groups.items():
         lesion = g["lesion_ml"]
         lesion_text = (
-            f"{lesion['median']:.1f} [{lesion['min']:.1f}..{lesion['max']:.1f}]"
+            rf"{lesion['median']:.1f} \[{lesion['min']:.1f}..{lesion['max']:.1f}]"
             if lesion["n"]
             else "-"
         )

@@ -20,6 +20,7 @@ def quantify(
     inputs: list[Path] = typer.Argument(
         ...,
         help="CT and its LESION_MASK; or a dataset folder (CTs with labels); or CTs with --masks.",
+        metavar="CT [LESION_MASK]",
         show_default=False,
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
