@@ -16,6 +16,7 @@ from test_platform_support import (
     Platform,
     good_zip,
     platform_on,
+    write_truth,
 )
 
 from covseg.platform.app import create_app
@@ -287,3 +288,22 @@ def test_pages_for_participants_and_organizers(env: tuple[Platform, TestClient, 
     assert r.status_code == 303
     export = client.get("/challenges/tiny/admin/phases/validation/export.json")
     assert export.json()[0]["team"] == "team-alice"
+
+
+def test_site_admin_creates_a_challenge(
+    env: tuple[Platform, TestClient, Queue], tmp_path: Path
+) -> None:
+    p, client, _ = env
+    write_truth(tmp_path / "spec" / "labels")
+    with p.db() as db, db.begin():
+        p.user(db, "org@example.org").is_admin = True
+    org = login(client, "org@example.org")
+    spec = {"slug": "second", "phases": [{"slug": "validation", "truth": "labels"}]}
+    body = {"spec": spec, "base_dir": str(tmp_path / "spec")}
+    r = client.post("/api/admin/challenges", json=body, headers=org)
+    assert r.status_code == 201 and r.json()["phases"][0]["slug"] == "validation"
+    assert client.post("/api/admin/challenges", json=body, headers=org).status_code == 409
+    audit = client.get("/api/challenges/second/admin/audit", headers=org).json()
+    assert (
+        audit[0]["action"] == "create challenge" and audit[0]["user"]["email"] == "org@example.org"
+    )
