@@ -82,6 +82,14 @@ def test_tissue_densities(case_a: Phantom) -> None:
     assert -120 < np.median(ct[body]) < 80  # fat and soft tissue
 
 
+def test_sources_differ_in_noise_and_calibration(case_a: Phantom, case_b: Phantom) -> None:
+    air_a = case_a.ct.array[28:36, 2:5, :].astype(float)  # in front of the chest
+    air_b = case_b.ct.array[28:36, 2:5, :].astype(float)
+    assert air_b.std() > 1.3 * air_a.std()  # thin slices are noisier
+    offset = SOURCES["B"].offset - SOURCES["A"].offset
+    assert np.median(air_b) - np.median(air_a) == pytest.approx(offset, abs=5)
+
+
 def test_lesions_lie_inside_the_lungs(case_a: Phantom, case_b: Phantom) -> None:
     for case in (case_a, case_b):
         lesion = case.lesion.array > 0

@@ -29,6 +29,7 @@ from covseg.phantom._tubes import (
     Roots,
     Tubes,
     branching_tree,
+    clavicles,
     hilar_roots,
     lobar_trunks,
     mediastinum,
@@ -124,6 +125,10 @@ def draw_chest(
     _mix(img, HU["airway_wall"], splat_tubes(grid, wall.points, wall.radii))
     _mix(img, HU["air"], splat_tubes(grid, med.trachea.points, med.trachea.radii))
     _draw_bones(img, anat, u, v, w)
+    collar = clavicles(anat, step)
+    _mix(img, HU["cortex"], splat_tubes(grid, collar.points, collar.radii))
+    marrow = collar.widened(-1.8)
+    _mix(img, anat.bone_hu, splat_tubes(grid, marrow.points, marrow.radii))
     sigma = [blur_mm / s for s in grid.spacing[:2]] + [0.0]
     img = ndimage.gaussian_filter(img, sigma=sigma, truncate=3.0)
     return Drawing(img, right, left, lesions.fraction)
@@ -195,16 +200,18 @@ def _draw_outside(img: Array, anat: Anatomy, u: Array, v: Array, ramp: float) ->
 def _draw_abdomen(
     img: Array, anat: Anatomy, u: Array, v: Array, w: Array, cavity: npt.NDArray[np.bool_]
 ) -> None:
-    """Liver under the right dome; spleen and a stomach with an air-fluid level under the left."""
+    """Diaphragm muscle; the liver under its right dome; spleen and a stomach with an air-fluid
+    level under the left one."""
     t = anat.t(w)
     right_side = u < 0.12 * anat.cavity_a
-    under_right = t < diaphragm_t(anat, u, v, RIGHT) - 0.015
-    under_left = t < diaphragm_t(anat, u, v, LEFT) - 0.015
-    img[cavity & right_side & under_right] = HU["liver"]
-    img[cavity & ~right_side & under_left] = HU["spleen"]
+    floor = np.where(right_side, diaphragm_t(anat, u, v, RIGHT), diaphragm_t(anat, u, v, LEFT))
+    img[cavity & (t < floor)] = HU["muscle"]
+    organs = cavity & (t < floor - 4.0 / anat.lung_height)  # under a 4 mm diaphragm
+    img[organs & right_side] = HU["liver"]
+    img[organs & ~right_side] = HU["spleen"]
     su, sv, sw = 0.45 * anat.cavity_a, anat.cavity_v - 0.25 * anat.cavity_b, anat.w_at(0.1)
     stomach = ((u - su) / 38.0) ** 2 + ((v - sv) / 30.0) ** 2 + ((w - sw) / 28.0) ** 2 < 1.0
-    stomach &= cavity & ~right_side & under_left
+    stomach &= organs & ~right_side
     img[stomach] = HU["stomach"]
     img[stomach & (v < sv - 8.0)] = HU["air"]  # supine: gas rises to the front
 

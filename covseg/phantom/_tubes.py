@@ -104,6 +104,20 @@ def mediastinum(anat: Anatomy, top_w: float, step: float) -> Mediastinum:
     )
 
 
+def clavicles(anat: Anatomy, step: float) -> Tubes:
+    """Both collar bones: from the top of the sternum, curving forwards, out to the shoulders."""
+    front = anat.cavity_v - anat.cavity_b - 8.0
+    parts = []
+    for s in (-1.0, 1.0):
+        nodes = [
+            (s * 20.0, front + 4.0, anat.w_at(0.97)),
+            (s * 0.45 * anat.body_a, front - 6.0, anat.w_at(1.01)),
+            (s * 0.85 * anat.body_a, anat.cavity_v - 0.25 * anat.cavity_b, anat.w_at(1.05)),
+        ]
+        parts.append(_tube(nodes, [7.0, 5.5, 6.5], step))
+    return Tubes.join(parts)
+
+
 @dataclass
 class _Branches:
     """A generation of tree branches (arrays over branches)."""
