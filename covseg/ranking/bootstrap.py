@@ -118,14 +118,14 @@ def run_bootstrap(
     def run(unit: tuple[Method, Task, int]) -> NDArray[np.float64]:
         method, task, start = unit
         block = draws[task.name][start : start + _BLOCK]
-        with threadpool_limits(limits=1):
-            ranks = score(method, task, block, options).rank
+        ranks = score(method, task, block, options).rank
         if on_block is not None:
             on_block(block.shape[0])
         return ranks
 
     workers = min(len(units), os.cpu_count() or 1) or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # the limit is process-wide, so it is set once around all the threads
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
         blocks = list(pool.map(run, units))
     ranks, kendall = [], []
     for (method, task, start), block in zip(units, blocks, strict=True):
