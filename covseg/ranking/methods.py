@@ -10,8 +10,10 @@ one sample ``0..C-1``) to one score and one rank per sample and algorithm:
   over the task's pairs; the score is the share of the other algorithms an algorithm beats
   significantly (adjusted p < alpha).
 
-Final ranks always use ties "min". Modes: ``statistical`` treats a case drawn k times as k
-observations; ``challenger`` reproduces challengeR 1.0.5's bootstrap (see ``docs/ranking.md``).
+Final ranks always use ties "min". An algorithm without any result in a bootstrap sample (it
+lacks every case drawn) is ranked after all the others there. Modes: ``statistical`` treats a
+case drawn k times as k observations; ``challenger`` reproduces challengeR 1.0.5's bootstrap
+(see ``docs/ranking.md``).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def score(
     """
     if method.kind == "aggregate-then-rank":
         oriented = stats.aggregate(np.moveaxis(task.values[:, draws], 0, 1), method.aggregate)
-        return Scores(task.sign * oriented, stats.rank_min(oriented))
+        return Scores(task.sign * oriented, stats.rank_min(oriented, missing_last=True))
     counts = _counts(draws, len(task.cases))
     if method.kind == "rank-then-aggregate":
         case_ranks = stats.rank_min(task.values.T).T  # within each case, over algorithms
@@ -107,7 +109,7 @@ def score(
             k = np.take_along_axis(counts, draws, axis=1)[:, None, :]
             sample = k * (sample - 1) + 1
         mean_rank = stats.aggregate(sample, method.aggregate)
-        return Scores(mean_rank, stats.rank_min(mean_rank, larger_better=False))
+        return Scores(mean_rank, stats.rank_min(mean_rank, larger_better=False, missing_last=True))
     # test-then-rank; challengeR matches pairs by case id, so a repeated case counts once
     weights = (counts > 0).astype(np.float64) if options.mode == "challenger" else counts
     p, pairs = signed_rank_pvalues(task.values, weights)

@@ -80,13 +80,24 @@ def aggregate(x: NDArray[np.floating], how: str) -> FloatArray:
         return np.asarray(reducers[how](x, axis=-1), dtype=np.float64)
 
 
-def rank_min(x: NDArray[np.floating], larger_better: bool = True) -> FloatArray:
-    """Ranks along the last axis, ties ``"min"`` (1 = best); NaN entries get NaN ranks."""
+def rank_min(
+    x: NDArray[np.floating], larger_better: bool = True, missing_last: bool = False
+) -> FloatArray:
+    """Ranks along the last axis, ties ``"min"`` (1 = best).
+
+    NaN entries get NaN ranks, or with ``missing_last`` share the rank after all the others.
+    """
     x = np.asarray(x, dtype=np.float64)
+    missing = np.isnan(x)
+    if missing_last:
+        x = np.where(missing, -np.inf if larger_better else np.inf, x)
     a, b = x[..., :, None], x[..., None, :]
     better = (b > a) if larger_better else (b < a)
     ranks = better.sum(axis=-1).astype(np.float64) + 1.0
-    return np.where(np.isnan(x), np.nan, ranks)
+    if missing_last:
+        # every present value beats a missing one, even a present -inf/inf (not allowed anyway)
+        return np.where(missing, (~missing).sum(axis=-1, keepdims=True) + 1.0, ranks)
+    return np.where(missing, np.nan, ranks)
 
 
 def rank_average(x: NDArray[np.floating], larger_better: bool = True) -> FloatArray:
