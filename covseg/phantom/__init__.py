@@ -205,9 +205,9 @@ def _masks(
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     """Lesion (0/1) and lung (0/1/2) masks on the output grid: voxels at least half inside."""
     # +1 right, -1 left: one resampling serves both disjoint lungs.
-    side = sampling.to_output(drawing.right.astype(np.float32) - drawing.left)
+    side = sampling.to_output_sparse(drawing.right.astype(np.float32) - drawing.left)
     lung = ((side >= 0.5) * RIGHT + (side <= -0.5) * LEFT).astype(np.uint8)
-    lesion = (sampling.to_output(drawing.lesion) >= 0.5) & (lung > 0)
+    lesion = (sampling.to_output_sparse(drawing.lesion) >= 0.5) & (lung > 0)
     return lesion.astype(np.uint8), lung
 
 

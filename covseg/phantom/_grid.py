@@ -99,6 +99,27 @@ class Sampling:
             out = upsample2(upsample2(out, 0), 1)
         return out.astype(np.float32, copy=False)
 
+    def to_output_sparse(self, values: Array) -> Array:
+        """:meth:`to_output` for a field that is zero outside a small region (masks, lesions).
+
+        Only the bounding box of the non-zero values (plus a zero margin) is resampled.
+        """
+        out = np.zeros(self.output.shape, dtype=np.float32)
+        nonzero = [
+            np.flatnonzero(values.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)
+        ]
+        if any(len(n) == 0 for n in nonzero):
+            return out
+        m, f = self.subslices, self.inplane_factor
+        lo = [max(0, int(n[0]) - 1) for n in nonzero[:2]] + [int(nonzero[2][0]) // m * m]
+        hi = [min(values.shape[a], int(nonzero[a][-1]) + 2) for a in range(2)]
+        hi.append(-(-(int(nonzero[2][-1]) + 1) // m) * m)
+        crop = values[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        out[lo[0] * f : hi[0] * f, lo[1] * f : hi[1] * f, lo[2] // m : hi[2] // m] = self.to_output(
+            np.ascontiguousarray(crop)
+        )
+        return out
+
 
 def upsample2(a: Array, axis: int) -> Array:
     """Double ``a`` along ``axis`` by linear interpolation, voxel edges aligned (edges clamped)."""

@@ -45,8 +45,10 @@ def _waves(
     for _ in range(count):
         k = rng.normal(size=3)
         k *= 2 * np.pi / (wavelength * rng.uniform(0.7, 1.4) * np.linalg.norm(k))
-        phase = k[0] * coords[0] + k[1] * coords[1] + k[2] * coords[2] + rng.uniform(0, 2 * np.pi)
-        out += np.cos(phase).astype(np.float32)
+        shift = np.complex64(np.exp(1j * rng.uniform(0, 2 * np.pi)))
+        # cos(k.x + phase) = Re(e^{i k_u u} e^{i k_v v} e^{i k_w w} e^{i phase}): one 3D product.
+        e = [np.exp(1j * k[a] * coords[a]).astype(np.complex64) for a in range(3)]
+        out += ((e[0] * e[1]) * (e[2] * shift)).real
     return out * np.float32(np.sqrt(2.0 / count))
 
 
@@ -166,7 +168,7 @@ def _draw_one(
     """Add one lesion, keeping the denser lesion where two overlap."""
     axes, rotation = shape.axes, shape.rotation
     radius = float(np.prod(axes) ** (1 / 3))
-    box = _box(grid, centre, 1.7 * axes.max())
+    box = _box(grid, centre, 1.5 * axes.max())  # the level is negative beyond
     u, v, w = grid.coords()
     local = (u[box[0]] - centre[0], v[:, box[1]] - centre[1], w[:, :, box[2]] - centre[2])
     rotated = [sum(rotation[i, j] * local[i] for i in range(3)) / axes[j] for j in range(3)]
