@@ -233,28 +233,40 @@ def heart_depth(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> Array:
     return _radial_depth(r2, np.sqrt(du**2 + dv**2 + dw**2))
 
 
-def lung_depth(anat: Anatomy, u: Coord, v: Coord, w: Coord, side: int) -> Array:
-    """Depth (mm, > 0 inside) in one lung (before big mediastinal tubes are carved out).
+def lung_depths(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> tuple[Array, Array]:
+    """Depth (mm, > 0 inside) in the right and the left lung (big mediastinal tubes not carved).
 
-    The lung is the chest cavity on its side of the mediastinum, above the diaphragm, below a
+    A lung is the chest cavity on its side of the mediastinum, above the diaphragm, below a
     domed apex and outside the heart with its pericardial fat.
     """
     uu, vv, ww = np.asarray(u), np.asarray(v), np.asarray(w)
+    # shared by both lungs: inside the cavity, outside the heart, below the apex
+    shared = np.minimum(cavity_depth(anat, uu, vv, ww), -heart_depth(anat, uu, vv, ww) - 5.0)
     t = anat.t(ww)
+    shared = np.minimum(shared, (1.0 - t) * anat.lung_height)
+    right, left = (np.minimum(shared, _side_depth(anat, uu, vv, t, side)) for side in (RIGHT, LEFT))
+    return right.astype(np.float32, copy=False), left.astype(np.float32, copy=False)
+
+
+def _side_depth(
+    anat: Anatomy,
+    u: npt.NDArray[np.floating],
+    v: npt.NDArray[np.floating],
+    t: npt.NDArray[np.floating],
+    side: int,
+) -> Array:
+    """Depth (mm) on one side of the mediastinum, above that dome, under that apex."""
     sign = -1.0 if side == RIGHT else 1.0
-    depth = sign * uu - _mediastinum_halfwidth(anat, vv, t, side)
-    depth = np.minimum(depth, cavity_depth(anat, uu, vv, ww))
+    depth = sign * u - _mediastinum_halfwidth(anat, v, t, side)
     s = anat.cavity_scale(t)
     apex = np.where(t < 0.6, s, np.sqrt(np.clip(1.0 - ((t - 0.6) / 0.4) ** 2, 0.0, 1.0)) * s)
-    du = uu - sign * 0.5 * anat.cavity_a * s
-    dv = vv - anat.cavity_v - 0.1 * anat.cavity_b
+    du = u - sign * 0.5 * anat.cavity_a * s
+    dv = v - anat.cavity_v - 0.1 * anat.cavity_b
     r2 = (du / (0.62 * anat.cavity_a * apex + 1e-3)) ** 2 + (
         dv / (1.25 * anat.cavity_b * apex + 1e-3)
     ) ** 2
     depth = np.minimum(depth, _radial_depth(r2, np.sqrt(du**2 + dv**2)))
-    depth = np.minimum(depth, (t - diaphragm_t(anat, uu, vv, side)) * anat.lung_height)
-    depth = np.minimum(depth, (1.0 - t) * anat.lung_height)
-    depth = np.minimum(depth, -heart_depth(anat, uu, vv, ww) - 5.0)
+    depth = np.minimum(depth, (t - diaphragm_t(anat, u, v, side)) * anat.lung_height)
     return np.asarray(depth, dtype=np.float32)
 
 
@@ -277,6 +289,5 @@ def fissure_distance(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> tuple[Array
 
 def lung_label(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.uint8]:
     """0 outside the lungs, :data:`RIGHT` or :data:`LEFT` inside."""
-    right = lung_depth(anat, u, v, w, RIGHT) > 0
-    left = lung_depth(anat, u, v, w, LEFT) > 0
-    return (right * RIGHT + left * LEFT).astype(np.uint8)
+    right, left = lung_depths(anat, u, v, w)
+    return ((right > 0) * RIGHT + (left > 0) * LEFT).astype(np.uint8)

@@ -18,7 +18,7 @@ from covseg.phantom._anatomy import (
     diaphragm_t,
     fissure_distance,
     heart_depth,
-    lung_depth,
+    lung_depths,
     muscle_depth,
 )
 from covseg.phantom._grid import Array, Grid, sample_polyline, splat_tubes, upsample2
@@ -143,8 +143,7 @@ def _lungs(
     """
     solid = Tubes.join([med.trachea, med.vessels, med.oesophagus]).widened(3.0)
     free = np.float32(1.0) - splat_tubes(grid, solid.points, solid.radii)
-    right = lung_depth(anat, u, v, w, RIGHT)
-    left = lung_depth(anat, u, v, w, LEFT)
+    right, left = lung_depths(anat, u, v, w)
     fraction = _soft(np.maximum(right, left), grid.spacing[0]) * free
     return (right > 0) & (free > 0.5), (left > 0) & (free > 0.5), fraction
 

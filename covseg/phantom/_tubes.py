@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy, lung_depth
+from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy, lung_depths
 from covseg.phantom._grid import sample_polyline, sample_segments
 
 Points = npt.NDArray[np.float64]
@@ -259,9 +259,8 @@ def branching_tree(
 
 def _inside_own_lung(anat: Anatomy, points: Points, side: npt.NDArray[np.int64]) -> Points:
     u, v, w = points.T
-    right = lung_depth(anat, u, v, w, RIGHT) > 0
-    left = lung_depth(anat, u, v, w, LEFT) > 0
-    return np.where(side == RIGHT, right, left)
+    right, left = lung_depths(anat, u, v, w)
+    return np.where(side == RIGHT, right > 0, left > 0)
 
 
 def _keep_inside(anat: Anatomy, gen: _Branches) -> _Branches:
