@@ -9,11 +9,12 @@ How it works (all on a copy reoriented to RAS+ and averaged to about 2.5 mm in-p
 a 512 x 512 x 300 CT take a few seconds):
 
 1. Air below :data:`AIR_HU` (block-averaged, so partial-volume lung edges count).
-2. Air components that are nearly pure air (median below :data:`GAS_MEDIAN_HU`: the air around
-   the patient, bowel gas, the trachea when separate) are not lung. Ventilated lung has a
-   median near -850 HU because of its vessels and interstitium (severe emphysema, with a median
-   below -900 HU, is a known limit). This works on crops inside the body too,
-   where the lungs reach the edge of the image and no "outside" is visible.
+2. Air components that are nearly pure air (median below :data:`GAS_MEDIAN_HU`, or a fifth of
+   it below :data:`PURE_AIR_HU`: the air around the patient, bowel and stomach gas, the trachea
+   when separate) are not lung. Ventilated lung has a median near -850 HU because of its vessels
+   and interstitium (severe emphysema, with much of the lung below -950 HU, is a known limit).
+   This works on crops inside the body too, where the lungs reach the edge of the image and no
+   "outside" is visible.
 3. The trachea and main bronchi: the pure-air tube connected to the lungs near the midline at
    the top is removed (grown at :data:`PURE_AIR_HU`, tightened when it leaks into the lungs).
 4. Right and left: two large components are the two lungs; one large component (lungs touching
@@ -43,6 +44,9 @@ AIR_HU = -350.0
 PURE_AIR_HU = -950.0
 #: An air region whose median (block-averaged) is below this is gas (outside, bowel), not lung.
 GAS_MEDIAN_HU = -900.0
+#: So is an air region with this fraction of pure air (below :data:`PURE_AIR_HU`): bowel and
+#: stomach gas with fluid or stool around it. Ventilated lung has almost none at 2.5 mm.
+GAS_PURE_FRACTION = 0.2
 #: Radius (mm) of the closing that brings back lesions and vessels at the lung border.
 CLOSING_MM = 12.0
 #: Voxels denser than this (HU, bone and contrast) are never added by the closing.
@@ -205,8 +209,9 @@ def _lung_labels(low: FloatArray, spacing: npt.NDArray[np.float64], path: str | 
     sizes = ndimage.sum_labels(air, comp, idx) * voxel_ml
     big = idx[sizes >= MIN_LUNG_ML]
     medians = np.atleast_1d(ndimage.median(low, comp, big)) if len(big) else np.zeros(0)
-    inside = _inside_body(low, comp, big)
-    keep = big[(medians >= GAS_MEDIAN_HU) & inside]
+    pure = ndimage.sum_labels(low < PURE_AIR_HU, comp, big) / (sizes[big - 1] / voxel_ml)
+    gas = (medians < GAS_MEDIAN_HU) | (pure >= GAS_PURE_FRACTION)
+    keep = big[~gas & _inside_body(low, comp, big)]
     if not len(keep) or sizes[keep - 1].max() < MIN_LARGEST_ML:
         raise ValueError(f"{path}: no lungs in the field of view (no aerated lung found)")
     lungs = _near_large(comp, keep, sizes, spacing)

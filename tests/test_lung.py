@@ -96,9 +96,9 @@ def test_totalseg_lobes(shared_data: Path) -> None:
     ct = read_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
     seg = read_volume(shared_data / "totalseg" / "example_seg.nii.gz").array
     pred = lung_mask(ct).array
-    assert _dice(pred > 0, np.isin(seg, (10, 11, 12, 13, 14))) >= 0.9
-    assert _dice(pred == 1, np.isin(seg, (12, 13, 14))) >= 0.9
-    assert _dice(pred == 2, np.isin(seg, (10, 11))) >= 0.85
+    assert _dice(pred > 0, np.isin(seg, (10, 11, 12, 13, 14))) >= 0.94
+    assert _dice(pred == 1, np.isin(seg, (12, 13, 14))) >= 0.94
+    assert _dice(pred == 2, np.isin(seg, (10, 11))) >= 0.93  # stomach and bowel gas left out
 
 
 def test_chest_cta_crop_inside_the_body(shared_data: Path) -> None:
