@@ -83,7 +83,7 @@ class Anatomy:
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Anatomy:
         """A plausible adult chest."""
-        height = rng.uniform(215.0, 255.0)
+        height = rng.uniform(225.0, 265.0)
         return cls(
             body_a=rng.uniform(148.0, 172.0),
             body_b=rng.uniform(105.0, 125.0),
