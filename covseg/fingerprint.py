@@ -133,7 +133,7 @@ def case_row(case: Case, seen_sources: Iterable[str] = ("A",)) -> tuple[dict[str
     Raises
     ------
     ValueError
-        When the image or label cannot be read, or their shapes differ.
+        When the image or label cannot be read, or their geometries differ.
     """
     from covseg.datasets import subset_of
     from covseg.io import read_volume
@@ -146,8 +146,11 @@ def case_row(case: Case, seen_sources: Iterable[str] = ("A",)) -> tuple[dict[str
     lesion_ml = float("nan")
     if case.label is not None:
         label = read_volume(case.label)
-        if label.shape != image.shape:
-            raise ValueError(f"{case.label}: shape {label.shape} differs from {image.shape}")
+        if not label.same_geometry(image):
+            raise ValueError(
+                f"{case.label}: geometry differs from the image {case.image} "
+                f"(shape {label.shape} vs {image.shape}, or another affine)"
+            )
         lesion = np.asarray(label.array) != 0
         lesion_ml = float(lesion.sum()) * image.voxel_volume_ml
     array = np.asarray(image.array)

@@ -67,7 +67,7 @@ def severity(percent: float) -> int:
 
 
 def quantify(
-    ct: Volume, lesion: npt.ArrayLike, lung: Volume | None = None
+    ct: Volume, lesion: npt.ArrayLike | Volume, lung: Volume | None = None
 ) -> dict[str, float | int]:
     """Lesion burden of a CT: the JSON record of ``covseg quantify``.
 
@@ -76,7 +76,7 @@ def quantify(
     ct
         CT in HU.
     lesion
-        Lesion mask (nonzero = lesion) with the CT's shape.
+        Lesion mask (nonzero = lesion) with the CT's shape, as an array or a Volume.
     lung
         Lung labels (1 right, 2 left) with the CT's geometry; computed with
         :func:`covseg.lung.lung_mask` when not given.
@@ -99,7 +99,7 @@ def quantify(
     """
     from covseg.lung import lung_mask
 
-    mask = np.asarray(lesion) != 0
+    mask = np.asarray(lesion.array if isinstance(lesion, Volume) else lesion) != 0
     if mask.shape != ct.shape:
         raise ValueError(f"lesion mask shape {mask.shape} differs from the CT's {ct.shape}")
     if lung is None:
