@@ -64,7 +64,8 @@ def quantify(
     ):
         try:
             if mask_path is None:
-                raise ValueError(f"{ct_path}: {_NO_MASK}")
+                where = f"no lesion mask for {case_id} in {masks}" if masks else _NO_MASK
+                raise ValueError(f"{ct_path}: {where}")
             record = _one(case_id, ct_path, mask_path, output, overlay, save_lung)
         except ValueError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
@@ -73,6 +74,10 @@ def quantify(
         (output / f"{case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
         rows.append({"case": case_id, "ct": str(ct_path), **record, "error": ""})
     table = pd.DataFrame(rows, columns=["case", "ct", *KEYS, "error"])
+    # Counts and grades stay integers in the CSV when a failed scan leaves them empty.
+    table = table.astype(
+        {"lesion_count": "Int64", "left_severity": "Int64", "right_severity": "Int64"}
+    )
     table.to_csv(output / "quantify.csv", index=False)
     console = Console()
     if len(jobs) == 1 and record:
