@@ -134,3 +134,20 @@ def test_abdomen_without_lungs_is_refused(shared_data: Path) -> None:
     abdomen = read_volume(shared_data / "totalseg" / "example_ct_dicom")
     with pytest.raises(ValueError, match="example_ct_dicom: no lungs in the field of view"):
         lung_mask(abdomen, "example_ct_dicom")
+
+
+def test_touching_lungs_are_separated() -> None:
+    """Two ellipsoid lungs joined by an anterior bridge of lung are split at the midline."""
+    shape, spacing = (120, 100, 40), (2.0, 2.0, 5.0)
+    i, j, k = np.indices(shape, dtype=float)
+    body = ((i - 60) / 55) ** 2 + ((j - 50) / 45) ** 2 <= 1
+    right = ((i - 79) / 17) ** 2 + ((j - 50) / 26) ** 2 + ((k - 20) / 16) ** 2 <= 1
+    left = ((i - 41) / 17) ** 2 + ((j - 50) / 26) ** 2 + ((k - 20) / 16) ** 2 <= 1
+    bridge = (abs(i - 60) <= 6) & (abs(j - 68) <= 3) & (abs(k - 20) <= 8)
+    rng = np.random.default_rng(0)
+    ct = np.where(body, 40, -1000) + rng.normal(0, 15, shape)
+    ct[right | left | bridge] = -850 + rng.normal(0, 15, int((right | left | bridge).sum()))
+    # +x (first axis) toward the patient's right: the lung at large i is the right lung.
+    pred = lung_mask(Volume(ct.astype(np.int16), np.diag([*spacing, 1.0]))).array
+    assert _dice(pred == 1, right) >= 0.95
+    assert _dice(pred == 2, left) >= 0.95
