@@ -35,6 +35,7 @@ from covseg.phantom._tubes import (
     mediastinum,
     tree_tubes,
     trunk_roots,
+    wall_plaques,
 )
 
 #: Tissue densities (HU) before noise.
@@ -53,6 +54,7 @@ HU = {
     "disc": 85.0,
     "cortex": 700.0,
     "pleura": 0.0,
+    "calcification": 500.0,
     "table_skin": 250.0,
     "table_foam": -950.0,
 }
@@ -121,6 +123,7 @@ def draw_chest(
     _mix(img, HU["blood"], _soft(heart_depth(anat, u, v, w), ramp))
     _mix(img, HU["blood"], splat_tubes(grid, med.vessels.points, med.vessels.radii))
     _mix(img, HU["oesophagus"], splat_tubes(grid, med.oesophagus.points, med.oesophagus.radii))
+    _draw_incidentals(img, rng, grid, med)
     wall = med.trachea.widened(2.0)
     _mix(img, HU["airway_wall"], splat_tubes(grid, wall.points, wall.radii))
     _mix(img, HU["air"], splat_tubes(grid, med.trachea.points, med.trachea.radii))
@@ -132,6 +135,18 @@ def draw_chest(
     sigma = [blur_mm / s for s in grid.spacing[:2]] + [0.0]
     img = ndimage.gaussian_filter(img, sigma=sigma, truncate=3.0)
     return Drawing(img, right, left, lesions.fraction)
+
+
+def _draw_incidentals(img: Array, rng: np.random.Generator, grid: Grid, med: Mediastinum) -> None:
+    """Findings of older patients, drawn at random: aortic wall calcification, gas in the
+    oesophagus."""
+    plaques = wall_plaques(rng, med.aorta, int(rng.integers(0, 9)) * int(rng.random() < 0.5))
+    _mix(img, HU["calcification"], splat_tubes(grid, plaques.points, plaques.radii))
+    if rng.random() < 0.3:
+        gas = med.oesophagus.widened(0.0, scale=rng.uniform(0.25, 0.4))
+        keep = rng.random() < 0.5  # upper or lower half of the oesophagus
+        half = (gas.points[:, 2] > np.median(gas.points[:, 2])) == keep
+        _mix(img, HU["air"], splat_tubes(grid, gas.points[half], gas.radii[half]))
 
 
 def _lungs(

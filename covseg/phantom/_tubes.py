@@ -49,6 +49,7 @@ class Mediastinum:
 
     trachea: Tubes  # trachea and the two main bronchi (lumen)
     vessels: Tubes  # aorta, superior vena cava, pulmonary trunk and arteries
+    aorta: Tubes
     oesophagus: Tubes
     bronchus_ends: tuple[tuple[float, float, float], tuple[float, float, float]]
     hila: tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -98,6 +99,7 @@ def mediastinum(anat: Anatomy, top_w: float, step: float) -> Mediastinum:
     return Mediastinum(
         trachea=trachea,
         vessels=Tubes.join([aorta, svc, arteries]),
+        aorta=aorta,
         oesophagus=oesophagus,
         bronchus_ends=(right_end, left_end),
         hila=(right_hilum, left_hilum),
@@ -116,6 +118,16 @@ def clavicles(anat: Anatomy, step: float) -> Tubes:
         ]
         parts.append(_tube(nodes, [7.0, 5.5, 6.5], step))
     return Tubes.join(parts)
+
+
+def wall_plaques(rng: np.random.Generator, vessel: Tubes, count: int) -> Tubes:
+    """Small calcified plaques (balls, mm) on the wall of a vessel, at random places."""
+    if count == 0:
+        return Tubes(np.zeros((0, 3)), np.zeros(0))
+    pick = rng.choice(len(vessel.radii), size=count)
+    outward = _unit(rng.normal(size=(count, 3)) * np.array([1.0, 1.0, 0.3]))
+    centres = vessel.points[pick] + outward * (0.9 * vessel.radii[pick])[:, None]
+    return Tubes(centres, rng.uniform(1.0, 2.5, count))
 
 
 @dataclass
