@@ -71,6 +71,14 @@ def test_right_lung_is_on_the_patients_right(case_a: Phantom, case_b: Phantom) -
         assert _world(case, case.lung.array == 2)[:, 0].mean() < -40
 
 
+def test_lungs_touch_in_front_of_the_mediastinum_in_some_patients() -> None:
+    touching = []
+    for seed in range(6):
+        lung = make_phantom(seed=seed, size=64, n_slices=24, n_lesions=0).lung.array
+        touching.append(bool(((lung[:-1] == 1) & (lung[1:] == 2)).any()))
+    assert any(touching) and not all(touching)
+
+
 def test_tissue_densities(case_a: Phantom) -> None:
     ct, lung, lesion = case_a.ct.array, case_a.lung.array > 0, case_a.lesion.array > 0
     assert (ct[:2, :2, :] == -1024).all()  # outside the circular reconstruction field

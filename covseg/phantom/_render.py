@@ -277,6 +277,7 @@ def _tree(
 
 
 def _draw_bones(img: Array, anat: Anatomy, u: Array, v: Array, w: Array) -> None:
+    """Spine with its canal and discs, ribs, shoulder blades and sternum."""
     bone, cortex, disc = _bones.spine(anat, u, v, w)
     canal = (u**2 + (v - anat.spine_v - 29.0) ** 2) < 8.5**2
     img[np.broadcast_to(canal, img.shape)] = HU["csf"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy, lung_depths
+from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy, diaphragm_t, lung_depths
 from covseg.phantom._grid import sample_polyline, sample_segments
 
 Points = npt.NDArray[np.float64]
@@ -192,8 +192,6 @@ def lobar_trunks(
 
     Side branches all along them reach the parts of the lung far from the hilum.
     """
-    from covseg.phantom._anatomy import diaphragm_t
-
     s = -1.0 if side == RIGHT else 1.0
     a, b, cv = anat.cavity_a, anat.cavity_b, anat.cavity_v
     base_u, base_v = s * 0.5 * a, cv + 0.4 * b
@@ -269,7 +267,9 @@ def branching_tree(
     return np.concatenate(seg_start), np.concatenate(seg_end), np.concatenate(seg_r)
 
 
-def _inside_own_lung(anat: Anatomy, points: Points, side: npt.NDArray[np.int64]) -> Points:
+def _inside_own_lung(
+    anat: Anatomy, points: Points, side: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
     u, v, w = points.T
     right, left = lung_depths(anat, u, v, w)
     return np.where(side == RIGHT, right > 0, left > 0)
