@@ -3,15 +3,21 @@
 :func:`make_phantom` draws one case: a chest CT in HU (int16) with its lesion mask and a lung
 mask, deterministic by seed. :func:`write_dataset` writes many in the COVID-19-20 layout.
 
-Anatomy (HU before noise): air -1000 outside and in the trachea and main bronchi; subcutaneous
-fat about -100; muscle about +45; lungs about -850 (denser at the back, where the patient lies),
-with tapering branching vessels (+40) and airways (air lumen, soft-tissue wall); a mediastinum
-of fat (-90) around the heart, aorta, vena cava, pulmonary arteries and oesophagus (+35 to +45);
-liver (+55), spleen and a stomach with an air-fluid level under the diaphragm; ribs, sternum and
-spine (cancellous +170 to +300, cortex +700). Lesions are subpleural, irregular ground-glass
-opacities (-700 to -380 HU, textured) and consolidations (-90 to +40 HU), from about 1 mL to
-about 200 mL, most often low and posterior; the lesion mask covers the voxels at least half
-lesion. Noise is Gaussian and slightly correlated in-plane.
+Anatomy (HU before noise): air -1000 outside and in the trachea and main bronchi; a carbon
+table under the back and, in some patients, the arms beside the chest; subcutaneous fat about
+-100; muscle about +45; lungs about -850 (denser at the back, where the patient lies, with a
+faint texture and the interlobar fissures), with tapering branching vessels (+40) and airways
+(air lumen, soft-tissue wall); a mediastinum of fat (-90) around the heart, aorta, vena cava,
+pulmonary arteries and oesophagus (+35 to +45), sometimes with aortic calcification or gas in
+the oesophagus; diaphragm, liver (+55), spleen and a stomach with an air-fluid level; ribs,
+shoulder blades, clavicles, sternum and spine (cancellous +170 to +300, cortex +700). The two
+lungs touch in front of the mediastinum in some patients (anterior junction line).
+
+Lesions are subpleural, irregular ground-glass opacities (-700 to -380 HU, textured, some with
+"crazy paving") and consolidations (-90 to +40 HU), from about 1 mL to about 250 mL each, most
+often low, posterior and against the ribs; the lesion mask holds the voxels at least half
+lesion. The scan averages over the slice thickness, blurs slightly in-plane, adds Gaussian noise
+correlated over about a voxel in-plane, and leaves -1024 outside its circular field of view.
 
 Geometry: the field of view is the same whatever ``size`` (the source's 512 matrix), so in-plane
 spacing is ``source spacing * 512 / size``. The affine is the usual one of a supine scan read
@@ -31,9 +37,10 @@ import numpy.typing as npt
 from covseg.io import Volume, write_mask, write_volume
 from covseg.phantom._anatomy import LEFT, RIGHT, Anatomy
 from covseg.phantom._grid import Grid, Sampling
+from covseg.phantom._lesions import MASK_LEVEL
 from covseg.phantom._render import Drawing, draw_chest
 
-__all__ = ["SOURCES", "Phantom", "SourceSpec", "make_phantom", "write_dataset"]
+__all__ = ["SOURCES", "Phantom", "SourceSpec", "case_name", "make_phantom", "write_dataset"]
 
 #: In-plane size of the reference matrix; other sizes keep its field of view.
 FULL_SIZE = 512
@@ -207,7 +214,7 @@ def _masks(
     # +1 right, -1 left: one resampling serves both disjoint lungs.
     side = sampling.to_output_sparse(drawing.right.astype(np.float32) - drawing.left)
     lung = ((side >= 0.5) * RIGHT + (side <= -0.5) * LEFT).astype(np.uint8)
-    lesion = (sampling.to_output_sparse(drawing.lesion) >= 0.5) & (lung > 0)
+    lesion = (sampling.to_output_sparse(drawing.lesion) >= MASK_LEVEL) & (lung > 0)
     return lesion.astype(np.uint8), lung
 
 

@@ -1,8 +1,10 @@
 """COVID-19-like lesions: peripheral, irregular ground-glass opacities and consolidations.
 
-A lesion is an ellipsoid envelope roughened by smooth random waves, centred just under the
-pleura (most often in the lower and posterior lung, as in COVID-19 pneumonia) and clipped to the
-lungs. Ground glass fades in over its edge; a "mixed" lesion has a consolidated core.
+A lesion is an ellipsoid envelope, flattened against the pleura and roughened by smooth random
+waves, centred just under the pleura (most often in the lower, posterior, outer lung, as in
+COVID-19 pneumonia) and clipped to the lungs. Ground glass (textured, sometimes with the fine net
+of "crazy paving") fades in over its edge; a "mixed" lesion has a consolidated core, and a
+"consolidation" is solid almost to its edge.
 """
 
 from __future__ import annotations
