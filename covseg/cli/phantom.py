@@ -22,9 +22,10 @@ def phantom(
 ) -> None:
     """Write synthetic chest CTs with COVID-19-like lesions, lesion masks and lung masks.
 
-    Train/ and Validation/ hold source-A cases (0.74 x 0.74 x 5 mm at 512), Test/ the seen (A)
-    then the unseen (B, 0.8 x 0.8 x 1.25 mm) cases, as <case>_ct.nii.gz and <case>_seg.nii.gz;
-    lung masks (1 right, 2 left) go to lungs/<case>_lung.nii.gz.
+    Train/ and Validation/ hold source-A cases (0.74 x 0.74 x 5 mm at 512).
+    Test/ holds the seen (A), then the unseen (B, 0.8 x 0.8 x 1.25 mm) cases.
+    Each case is <case>_ct.nii.gz (HU) and <case>_seg.nii.gz (lesions 0/1).
+    Lung masks (1 right, 2 left) go to lungs/<case>_lung.nii.gz.
 
     Example: ``covseg phantom -o data/phantoms --train 8 --size 128``
     """
