@@ -113,10 +113,10 @@ def quantify(
     sides = _lesion_sides(lungs, coords, components, count, ct.affine)
     hu = np.asarray(ct.array)[tuple(coords.T)]
     sizes = np.bincount(components, minlength=count + 1)[1:] * voxel_ml
-    outside = lungs[tuple(coords.T)]
+    under = lungs[tuple(coords.T)]  # the lung mask's label at each lesion voxel
     # Lung volumes: the lung mask plus the lesion voxels it missed, on the side they went to.
-    right_lung = ((lungs == 1).sum() + ((sides == 1) & (outside != 1)).sum()) * voxel_ml
-    left_lung = ((lungs == 2).sum() + ((sides == 2) & (outside != 2)).sum()) * voxel_ml
+    right_lung = ((lungs == 1).sum() + ((sides == 1) & (under != 1)).sum()) * voxel_ml
+    left_lung = ((lungs == 2).sum() + ((sides == 2) & (under != 2)).sum()) * voxel_ml
     right_lesion = (sides == 1).sum() * voxel_ml
     left_lesion = (sides == 2).sum() * voxel_ml
     lesion_ml = float(len(coords) * voxel_ml)
