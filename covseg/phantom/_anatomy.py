@@ -57,6 +57,9 @@ class Anatomy:
         Distance from the back to the table top (mm).
     heart_turn
         Angle of the heart's long axis from the sagittal plane (radians, towards the left front).
+    outline
+        Relative amplitudes and phases (radians) of the 2-, 3- and 4-lobed bulges of the skin
+        outline, as (a2, p2, a3, p3, a4, p4): no body is a perfect ellipse.
     """
 
     body_a: float
@@ -79,6 +82,7 @@ class Anatomy:
     arms_down: bool
     table_gap: float
     heart_turn: float
+    outline: tuple[float, ...]
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Anatomy:
@@ -105,6 +109,9 @@ class Anatomy:
             arms_down=bool(rng.random() < 0.4),
             table_gap=rng.uniform(2.0, 15.0),
             heart_turn=rng.uniform(0.5, 0.8),
+            outline=tuple(
+                float(x) for n in range(3) for x in (rng.uniform(0, 0.025), rng.uniform(0, 6.3))
+            ),
         )
 
     # -- derived geometry -------------------------------------------------------------------
@@ -170,8 +177,13 @@ def _superellipse(u: Coord, v: Coord, a: Coord, b: Coord, back_power: float) -> 
 
 
 def body_depth(anat: Anatomy, u: Coord, v: Coord) -> Array:
-    """Depth (mm) under the skin."""
-    return _superellipse(u, np.asarray(v) - anat.body_v, anat.body_a, anat.body_b, 3.0)
+    """Depth (mm) under the skin: a flattened ellipse with gentle bulges."""
+    dv = np.asarray(v) - anat.body_v
+    angle = np.arctan2(dv, np.asarray(u))
+    bulge = 1.0 + sum(
+        anat.outline[2 * n] * np.cos((n + 2) * angle + anat.outline[2 * n + 1]) for n in range(3)
+    )
+    return _superellipse(u, dv, anat.body_a * bulge, anat.body_b * bulge, 3.0)
 
 
 def muscle_depth(anat: Anatomy, u: Coord, v: Coord) -> Array:
