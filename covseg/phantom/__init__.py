@@ -11,7 +11,8 @@ faint texture and the interlobar fissures), with tapering branching vessels (+40
 pulmonary arteries and oesophagus (+35 to +45), sometimes with aortic calcification or gas in
 the oesophagus; diaphragm, liver (+55), spleen and a stomach with an air-fluid level; ribs,
 shoulder blades, clavicles, sternum and spine (cancellous +170 to +300, cortex +700). The two
-lungs touch in front of the mediastinum in some patients (anterior junction line).
+lungs touch in front of the mediastinum in some patients (anterior junction line); a few have
+a pleural effusion (fluid, +12 HU, outside the lung mask) at the back of the lung bases.
 
 Lesions are subpleural, irregular ground-glass opacities (-700 to -380 HU, textured, some with
 "crazy paving") and consolidations (-90 to +40 HU), from about 1 mL to about 250 mL each, most

@@ -57,6 +57,8 @@ class Anatomy:
         Distance from the back to the table top (mm).
     heart_turn
         Angle of the heart's long axis from the sagittal plane (radians, towards the left front).
+    effusion_mm
+        Depth of pleural fluid at the back of the lung bases (mm; 0 = none, the usual case).
     outline
         Relative amplitudes and phases (radians) of the 2-, 3- and 4-lobed bulges of the skin
         outline, as (a2, p2, a3, p3, a4, p4): no body is a perfect ellipse.
@@ -82,6 +84,7 @@ class Anatomy:
     arms_down: bool
     table_gap: float
     heart_turn: float
+    effusion_mm: float
     outline: tuple[float, ...]
 
     @classmethod
@@ -109,6 +112,7 @@ class Anatomy:
             arms_down=bool(rng.random() < 0.4),
             table_gap=rng.uniform(2.0, 15.0),
             heart_turn=rng.uniform(0.5, 0.8),
+            effusion_mm=rng.uniform(8.0, 30.0) if rng.random() < 0.12 else 0.0,
             outline=tuple(
                 float(x) for n in range(3) for x in (rng.uniform(0, 0.025), rng.uniform(0, 6.3))
             ),
@@ -280,6 +284,15 @@ def _side_depth(
     depth = np.minimum(depth, _radial_depth(r2, np.sqrt(du**2 + dv**2)))
     depth = np.minimum(depth, (t - diaphragm_t(anat, u, v, side)) * anat.lung_height)
     return np.asarray(depth, dtype=np.float32)
+
+
+def effusion_depth(anat: Anatomy, v: Coord, w: Coord, cavity: Array) -> Array:
+    """Depth (mm) inside pleural fluid: a layer against the chest wall where the patient lies,
+    deepest at the back of the lung bases (``cavity`` is :func:`cavity_depth`)."""
+    vn = (np.asarray(v) - anat.cavity_v) / anat.cavity_b
+    t = anat.t(np.asarray(w))
+    dependent = np.clip(vn / 0.6, 0.0, 1.0) * np.clip((0.55 - t) / 0.35, 0.0, 1.0)
+    return np.asarray(anat.effusion_mm * dependent - cavity, dtype=np.float32)
 
 
 def fissure_distance(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> tuple[Array, Array]:

@@ -16,6 +16,7 @@ from covseg.phantom._anatomy import (
     body_depth,
     cavity_depth,
     diaphragm_t,
+    effusion_depth,
     fissure_distance,
     heart_depth,
     lung_depths,
@@ -54,6 +55,7 @@ HU = {
     "disc": 85.0,
     "cortex": 700.0,
     "pleura": 0.0,
+    "fluid": 12.0,
     "calcification": 500.0,
     "table_skin": 250.0,
     "table_foam": -950.0,
@@ -105,12 +107,15 @@ def draw_chest(
     _draw_outside(img, anat, u, v, ramp)
     _mix(img, HU["fat"], _soft(body_depth(anat, u, v), ramp))
     _mix(img, HU["muscle"], _soft(muscle_depth(anat, u, v), ramp))
-    cavity_frac = _soft(cavity_depth(anat, u, v, w), ramp)
+    cavity_mm = cavity_depth(anat, u, v, w)
+    cavity_frac = _soft(cavity_mm, ramp)
     _mix(img, HU["mediastinal_fat"], cavity_frac)
     cavity = cavity_frac > 0.5
     _draw_abdomen(img, anat, u, v, w, cavity)
     med = mediastinum(anat, float(w.max()), step)
-    right, left, lung_frac = _lungs(anat, grid, u, v, w, med)
+    fluid = effusion_depth(anat, v, w, cavity_mm)
+    right, left, lung_frac = _lungs(anat, grid, (u, v, w), med, fluid)
+    _mix(img, HU["fluid"], _soft(fluid, ramp) * cavity_frac * (img < -50))
     lung = right | left
     vn = (v - anat.cavity_v) / anat.cavity_b
     parenchyma = anat.lung_hu + 30.0 * np.clip(vn, -1.0, 1.0)  # denser where the patient lies
@@ -150,15 +155,16 @@ def _draw_incidentals(img: Array, rng: np.random.Generator, grid: Grid, med: Med
 
 
 def _lungs(
-    anat: Anatomy, grid: Grid, u: Array, v: Array, w: Array, med: Mediastinum
+    anat: Anatomy, grid: Grid, uvw: tuple[Array, Array, Array], med: Mediastinum, fluid: Array
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], Array]:
     """Both lung regions and the lung fraction of each voxel.
 
-    The central airways and great vessels are carved out with a 3 mm margin.
+    The central airways and great vessels are carved out with a 3 mm margin, and any pleural
+    fluid (depth ``fluid`` in mm) compresses the lung away from the chest wall.
     """
     solid = Tubes.join([med.trachea, med.vessels, med.oesophagus]).widened(3.0)
     free = np.float32(1.0) - splat_tubes(grid, solid.points, solid.radii)
-    right, left = lung_depths(anat, u, v, w)
+    right, left = (np.minimum(d, -fluid) for d in lung_depths(anat, *uvw))
     fraction = _soft(np.maximum(right, left), grid.spacing[0]) * free
     return (right > 0) & (free > 0.5), (left > 0) & (free > 0.5), fraction
 
