@@ -171,3 +171,22 @@ def test_odd_sizes_and_few_slices(size: int, n_slices: int) -> None:
     case = make_phantom(seed=2, size=size, n_slices=n_slices)
     assert case.ct.shape == case.lung.shape == (size, size, n_slices)
     assert not (case.lesion.array.astype(bool) & (case.lung.array == 0)).any()
+
+
+def test_tube_drawing_has_the_tube_volume() -> None:
+    from covseg.phantom._grid import Grid, sample_polyline, splat_tubes
+
+    grid = Grid((48, 48, 40), (1.0, 1.0, 1.5))
+    points, radii = sample_polyline(np.array([[-15.0, 0, 0], [15.0, 0, 0]]), np.array([6, 6]), 0.6)
+    covered = splat_tubes(grid, points, radii).sum() * 1.5  # mm^3
+    capsule = np.pi * 6**2 * 30 + 4 / 3 * np.pi * 6**3
+    assert covered == pytest.approx(capsule, rel=0.03)
+
+
+def test_sparse_resampling_equals_full_resampling() -> None:
+    from covseg.phantom._grid import Grid, Sampling
+
+    sampling = Sampling.for_output(Grid((64, 64, 12), (0.74, 0.74, 5.0)))
+    values = np.zeros(sampling.working.shape, dtype=np.float32)
+    values[5:9, 20:28, 7:12] = np.random.default_rng(0).random((4, 8, 5))
+    assert np.array_equal(sampling.to_output_sparse(values), sampling.to_output(values))
