@@ -310,11 +310,12 @@ def _airway(low: FloatArray, lungs: BoolArray, spacing: npt.NDArray[np.float64])
     return np.zeros_like(lungs)
 
 
-def _midline(low: FloatArray, lungs: BoolArray) -> float:
-    """First-axis index of the patient's mid-sagittal plane in the working copy.
+def _midline(low: FloatArray, lungs: BoolArray) -> tuple[float, bool]:
+    """First-axis index of the patient's mid-sagittal plane in the working copy, and whether it
+    comes from the body.
 
     The median x of the body (tissue denser than :data:`AIR_HU`, largest component) when the body
-    lies inside the image; on a crop inside the body, the middle of the lungs' extent.
+    lies inside the image; on a crop inside the body, the middle of the lungs' extent (a guess).
     """
     from scipy import ndimage
 
@@ -326,9 +327,9 @@ def _midline(low: FloatArray, lungs: BoolArray) -> float:
         profile = body.sum(axis=(1, 2))
         if profile[0] == 0 and profile[-1] == 0:
             cdf = np.cumsum(profile)
-            return float(np.searchsorted(cdf, cdf[-1] / 2.0))
+            return float(np.searchsorted(cdf, cdf[-1] / 2.0)), True
     xs = np.flatnonzero(lungs.any(axis=(1, 2)))
-    return (xs[0] + xs[-1]) / 2.0
+    return (xs[0] + xs[-1]) / 2.0, False
 
 
 def _split_lungs(
@@ -345,7 +346,7 @@ def _split_lungs(
     comp, n = ndimage.label(lungs)
     if n == 0:
         return None
-    mid = _midline(low, lungs)
+    mid, from_body = _midline(low, lungs)
     x = np.arange(lungs.shape[0], dtype=np.float64)
     index = np.arange(1, n + 1)
     total = ndimage.sum_labels(lungs, comp, index)
@@ -355,18 +356,19 @@ def _split_lungs(
     markers[lungs] = side[comp[lungs] - 1]
     for k in index[(right >= 0.2 * total) & (right <= 0.8 * total)]:
         region = comp == k
-        markers[region] = _erode_apart(region, spacing, mid)[region]
+        markers[region] = _erode_apart(region, spacing, mid, from_body)[region]
     return markers
 
 
 def _erode_apart(
-    region: BoolArray, spacing: npt.NDArray[np.float64], mid: float
+    region: BoolArray, spacing: npt.NDArray[np.float64], mid: float, from_body: bool
 ) -> npt.NDArray[np.uint8]:
     """Labels 1 (right) and 2 (left) for an air region that spans the midline.
 
     The region is eroded in-plane until it splits into two large parts on either side of the
     midline; each voxel then goes to the nearer part. When it never splits, it is cut at the
-    midline.
+    body's midline (lungs fused over a long stretch); on a crop, whose midline is only a guess,
+    it is one lung, on the side of its centre.
     """
     from scipy import ndimage
 
@@ -391,7 +393,10 @@ def _erode_apart(
                 return np.where(region, markers[tuple(near)], 0).astype(np.uint8)
         if eroded.sum() < 0.05 * total:
             break
-    return np.where(region, np.where((x > mid)[:, None, None], 1, 2), 0).astype(np.uint8)
+    if from_body:
+        return np.where(region, np.where((x > mid)[:, None, None], 1, 2), 0).astype(np.uint8)
+    centre = float((x[:, None, None] * region).sum() / total)
+    return (region * (1 if centre > mid else 2)).astype(np.uint8)
 
 
 def _close_lungs(

@@ -151,3 +151,11 @@ def test_touching_lungs_are_separated() -> None:
     pred = lung_mask(Volume(ct.astype(np.int16), np.diag([*spacing, 1.0]))).array
     assert _dice(pred == 1, right) >= 0.95
     assert _dice(pred == 2, left) >= 0.95
+
+
+def test_crop_of_one_lung_is_not_split(shared_data: Path) -> None:
+    """A crop holding only the right lung gives (almost) one label, not two halves."""
+    ct = read_volume(shared_data / "totalseg" / "chest_cta_crop_1.nii.gz")
+    right = Volume(ct.array[:66], ct.affine.copy())  # first-axis indices 0-65 (origin unchanged)
+    counts = np.bincount(lung_mask(right).array.ravel(), minlength=3)[1:]
+    assert counts.max() >= 0.98 * counts.sum()
