@@ -26,10 +26,10 @@ import numpy as np
 
 VARIANTS = {
     "monai": {},
-    "covseg fp32, no crop": {"lung_crop": False, "bf16": False},
-    "covseg bf16, no crop": {"lung_crop": False, "bf16": True},
-    "covseg fp32, lung crop": {"lung_crop": True, "bf16": False},
-    "covseg bf16, lung crop": {"lung_crop": True, "bf16": True},
+    "covseg-fp32": {"lung_crop": False, "bf16": False},
+    "covseg-bf16": {"lung_crop": False, "bf16": True},
+    "covseg-fp32-crop": {"lung_crop": True, "bf16": False},
+    "covseg-bf16-crop": {"lung_crop": True, "bf16": True},
 }
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from covseg.cli._app import app, fail
+
+if TYPE_CHECKING:
+    from covseg.datasets import Case
 
 
 @app.command()
@@ -81,11 +85,19 @@ def train(
         dist.teardown()
 
 
-def _train_one(cases, extra_cases, output, plan, fold, resume, progress):  # type: ignore[no-untyped-def]
+def _train_one(
+    cases: list[Case],
+    extra_cases: list[Case],
+    output: Path,
+    plan: dict[str, Any],
+    fold: int,
+    resume: bool,
+    progress: bool,
+) -> None:
     """Train fold ``fold`` with a progress bar showing loss and validation Dice."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from covseg.model.train import split_fold, train_fold
+    from covseg.model.train import EpochLog, split_fold, train_fold
 
     train_cases, val_cases = split_fold(cases, plan, fold)
     columns = (
@@ -102,7 +114,7 @@ def _train_one(cases, extra_cases, output, plan, fold, resume, progress):  # typ
             f"fold {fold}: epochs", total=int(plan["training"]["epochs"]), loss="-", dice="-"
         )
 
-        def on_epoch(log):  # type: ignore[no-untyped-def]
+        def on_epoch(log: EpochLog) -> None:
             dice = "-" if log.val_dice != log.val_dice else f"{log.val_dice:.3f}"
             bar.update(task, completed=log.epoch, loss=f"{log.loss:.4f}", dice=dice)
 

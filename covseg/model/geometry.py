@@ -83,7 +83,7 @@ def to_model_grid(
     grid = ModelGrid(
         to_model,
         oriented_affine,
-        tuple(oriented.shape),  # type: ignore[arg-type]
+        tuple(oriented.shape),
         resampled.affine.numpy().astype(np.float64),
     )
     out = resampled.as_tensor()

@@ -202,4 +202,4 @@ def _deep_supervised_loss(
         return loss_fn(out, label)
     weights = torch.tensor([0.5**i for i in range(out.shape[1])])
     weights = weights / weights.sum()
-    return sum(w * loss_fn(out[:, i], label) for i, w in enumerate(weights))  # type: ignore[return-value]
+    return sum(w * loss_fn(out[:, i], label) for i, w in enumerate(weights))
