@@ -1,0 +1,177 @@
+"""``covseg demo``: a whole COVID-19-20-style challenge on synthetic phantoms, in minutes.
+
+Stages, each resumable (see :mod:`covseg.demo.state`): phantom dataset in the COVID-19-20 layout,
+fingerprint, training of the ``baseline`` preset within a time budget, prediction of the test
+cases, lesion burden, simulated teams, evaluation, statistical ranking, and an HTML report.
+
+The baseline's network (MONAI BasicUNet) and augmentation chain are kept; the plan is scaled down
+so that a run fits a laptop's CPU: a coarser model grid, smaller patches, half the feature
+widths, a higher learning rate and a wall-clock budget instead of 500 epochs
+(:func:`demo_plan` lists every change; the model folder's ``plan.yaml`` holds them all).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from covseg.demo.state import (
+    DemoConfig,
+    DemoFolderError,
+    check_config,
+    check_disk,
+    clear,
+    read_state,
+    write_state,
+)
+
+__all__ = ["MODEL_NAME", "STAGES", "DemoConfig", "DemoFolderError", "make_config", "run_demo"]
+
+#: The trained model's name in the evaluation and the ranking.
+MODEL_NAME = "covseg-baseline"
+#: Share of the budget given to training; the other stages take the rest on 2 idle cores.
+TRAIN_SHARE = 0.55
+#: Slice thickness of the model grid (mm): the baseline's.
+MODEL_SLICE_MM = 5.0
+
+
+def make_config(minutes: float, tiny: bool = False, seed: int = 0) -> DemoConfig:
+    """The run's settings for a budget of ``minutes``; ``tiny`` is the test suite's smallest run.
+
+    Phantom counts and size are fixed so that every stage but training takes a few minutes at
+    most on 2 idle cores; training gets :data:`TRAIN_SHARE` of the budget.
+    """
+    from covseg import __version__
+
+    if minutes <= 0:
+        raise ValueError(f"--minutes must be positive, got {minutes:g}")
+    train_minutes = round(TRAIN_SHARE * minutes, 2)
+    if tiny:
+        return DemoConfig(minutes, train_minutes, 64, 3, 1, 2, 2, 3, 100, seed, __version__)
+    return DemoConfig(minutes, train_minutes, 96, 8, 2, 3, 3, 10_000, 1000, seed, __version__)
+
+
+def demo_plan(config: DemoConfig) -> tuple[dict[str, Any], list[str]]:
+    """The baseline plan scaled down for the demo, and the overrides applied (to print)."""
+    from covseg.model.plan import apply_overrides, load_preset
+    from covseg.phantom import FULL_SIZE, SOURCES
+
+    # Model grid as coarse as the phantoms' in-plane spacing: resampling finer only costs time.
+    in_plane = round(SOURCES["A"].spacing[0] * FULL_SIZE / config.size, 1)
+    patch = 48 if config.size <= 64 else 64  # BasicUNet halves 4 times: a multiple of 16
+    overrides = [
+        f"preprocessing.spacing_mm=[{in_plane}, {in_plane}, {MODEL_SLICE_MM}]",
+        f"augmentation.pad_to=[{patch}, {patch}]",
+        f"augmentation.crop_size=[{patch}, {patch}, 16]",
+        f"inference.roi_size=[{patch}, {patch}, 16]",
+        "network.features=[16, 16, 32, 64, 128, 16]",
+        "training.learning_rate=0.001",
+        "training.amp=false",
+        f"training.epochs={config.max_epochs}",
+        f"training.max_minutes={config.train_minutes}",
+        "training.validation_interval=5",
+        f"training.seed={config.seed}",
+    ]
+    return apply_overrides(load_preset("baseline"), overrides), overrides
+
+
+def needed_bytes(config: DemoConfig) -> int:
+    """A generous bound on the disk the run writes (uncompressed sizes, plus plots and model)."""
+    from covseg.phantom import DEFAULT_COVERAGE_MM, SOURCES
+    from covseg.teams import TEAMS
+
+    slices = {s: int(round(DEFAULT_COVERAGE_MM / spec.spacing[2])) for s, spec in SOURCES.items()}
+    plane = config.size**2
+    n_a = config.n_train + config.n_validation + config.n_test_seen
+    data = 4 * plane * (n_a * slices["A"] + config.n_test_unseen * slices["B"])
+    test = plane * (config.n_test_seen * slices["A"] + config.n_test_unseen * slices["B"])
+    return data + (2 + len(TEAMS)) * test + 100_000_000
+
+
+@dataclass
+class Run:
+    """One demo run: its folder, settings and console."""
+
+    folder: Path
+    config: DemoConfig
+    console: Console
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    def test_cases(self) -> list[Any]:
+        from covseg.datasets import find_cases
+
+        return find_cases(self.data / "Test", require_labels=True)
+
+
+Stage = Callable[[Run], None]
+
+
+def _stages() -> list[tuple[str, Stage, list[str]]]:
+    """(name, function, outputs relative to the folder) of every stage, in order."""
+    from covseg.demo import stages as s
+
+    return [
+        ("phantoms", s.phantoms, ["data"]),
+        ("fingerprint", s.fingerprint, ["fingerprint"]),
+        ("train", s.train, ["model"]),
+        ("predict", s.predict, ["predictions"]),
+        ("quantify", s.quantify, ["burden"]),
+        ("teams", s.teams, ["teams"]),
+        ("evaluate", s.evaluate, ["evaluation"]),
+        ("rank", s.rank, ["ranking"]),
+        ("report", s.report, ["report.html"]),
+    ]
+
+
+#: Stage names, in order.
+STAGES = (
+    "phantoms",
+    "fingerprint",
+    "train",
+    "predict",
+    "quantify",
+    "teams",
+    "evaluate",
+    "rank",
+    "report",
+)
+
+
+def run_demo(folder: Path, config: DemoConfig, console: Console | None = None) -> list[str]:
+    """Run (or resume) the demo in ``folder``; returns the stages run this time.
+
+    Raises
+    ------
+    DemoFolderError
+        A folder holding other files, made with other settings, or too little free disk.
+    """
+    console = console or Console()
+    done = check_config(folder, read_state(folder), config)
+    if len(done) < len(STAGES):
+        check_disk(folder, needed_bytes(config))
+    run = Run(folder, config, console)
+    ran = []
+    for name, stage, outputs in _stages():
+        if name in done:
+            continue
+        clear([folder / p for p in outputs])  # an interrupted stage starts again from scratch
+        write_state(folder, config, done)
+        console.rule(f"[bold]{name}")
+        stage(run)
+        done.append(name)
+        write_state(folder, config, done)
+        ran.append(name)
+    return ran
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file written by an earlier stage."""
+    return json.loads(path.read_text())

@@ -1,0 +1,162 @@
+"""The demo's results: Table 2 and the leaderboard as rich tables, and ``report.html``."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from covseg.demo import MODEL_NAME, Run, demo_plan, read_json
+
+#: What each simulated team does to the truth (the parameters are those of covseg.teams.TEAMS).
+TEAM_NOTES = {
+    "team-over-segmentation": "every lesion grown by 3 mm (a too-low threshold)",
+    "team-under-segmentation": "every lesion shrunk by 2 mm (a too-high threshold)",
+    "team-missed-small-lesions": "lesions under 5 mL dropped (poor sensitivity to small foci)",
+    "team-boundary-noise": "border voxels flipped with probability 0.6 (noisy contours)",
+    "team-false-positives": "4 spurious 8 mm blobs added inside the lungs per scan",
+}
+#: Table 2's metrics: column of metrics.csv -> label.
+TABLE2 = {
+    "dice": "Dice",
+    "nsd": "NSD@1mm",
+    "nave": "NAVE",
+    "hd95": "HD95 mm",
+    "lesion_f1": "lesion F1",
+}
+#: The ranking method whose consensus the leaderboard shows (the challenge's).
+CONSENSUS_METHOD = "test-then-rank"
+
+
+def _cell(stats: dict[str, Any]) -> str:
+    """``mean ± std`` of one metric, ``-`` when undefined."""
+    if stats["mean"] is None:
+        return "-"
+    std = f" ± {stats['std']:.3f}" if stats["std"] is not None else ""
+    return f"{stats['mean']:.3f}{std}"
+
+
+def table2(folder: Path, algorithm: str = MODEL_NAME) -> Table:
+    """Mean ± std of each metric for all, seen and unseen test cases (the paper's Table 2)."""
+    summary = read_json(folder / "evaluation" / algorithm / "metrics_summary.json")
+    table = Table(title=f"{algorithm} on the test cases (mean ± std)")
+    table.add_column("metric")
+    for subset in ("all", "seen", "unseen"):
+        table.add_column(f"{subset} (n={summary[subset]['n']})")
+    for metric, label in TABLE2.items():
+        table.add_row(label, *(_cell(summary[s][metric]) for s in ("all", "seen", "unseen")))
+    return table
+
+
+def leaderboard(folder: Path) -> pd.DataFrame:
+    """One row per algorithm: consensus rank, mean Dice/NSD/NAVE on seen and unseen cases."""
+    consensus = pd.read_csv(folder / "ranking" / "consensus.csv")
+    consensus = consensus[consensus["method"] == CONSENSUS_METHOD].set_index("algorithm")
+    rows = []
+    for algorithm in consensus.index:
+        summary = read_json(folder / "evaluation" / algorithm / "metrics_summary.json")
+        row: dict[str, Any] = {"rank": consensus.loc[algorithm, "rank"], "algorithm": algorithm}
+        for subset in ("seen", "unseen"):
+            for metric in ("dice", "nsd", "nave"):
+                row[f"{metric}_{subset}"] = summary[subset][metric]["mean"]
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["rank", "algorithm"]).reset_index(drop=True)
+
+
+def leaderboard_table(board: pd.DataFrame) -> Table:
+    """The leaderboard as a rich table; simulated teams are labelled as such."""
+    table = Table(title=f"Final ranking ({CONSENSUS_METHOD}, consensus over 6 tasks)")
+    for column in ("rank", "algorithm", "Dice seen", "Dice unseen", "NSD seen", "NSD unseen"):
+        table.add_column(column)
+    for row in board.itertuples(index=False):
+        kind = "" if row.algorithm == MODEL_NAME else " (simulated)"
+        table.add_row(
+            f"{row.rank:g}",
+            f"{row.algorithm}{kind}",
+            *(
+                _number(getattr(row, c))
+                for c in ("dice_seen", "dice_unseen", "nsd_seen", "nsd_unseen")
+            ),
+        )
+    return table
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+def write_report(run: Run) -> Path:
+    """Write ``report.html``: a self-contained page linking the full ranking report."""
+    folder = run.folder
+    _, overrides = demo_plan(run.config)
+    board = leaderboard(folder)
+    burden = pd.read_csv(folder / "burden" / "burden.csv")
+    sections = [
+        "<h1>covseg demo: a COVID-19-20-style challenge on synthetic phantoms</h1>",
+        f"<p>{_esc(_setting_text(run))}</p>",
+        "<h2>Final ranking</h2>",
+        _html_table(board.rename(columns={"algorithm": "algorithm"})),
+        "<p>Full statistical ranking (three methods, significance maps, bootstrap stability): "
+        '<a href="ranking/report.html">ranking/report.html</a>.</p>',
+        "<h2>Simulated teams</h2><p>Each team's predictions are the test truth perturbed in one "
+        "documented way (covseg.teams); they are not trained models.</p><ul>",
+        *(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>" for name, note in _teams().items()),
+        "</ul>",
+        "<h2>The trained model</h2><p>The <code>baseline</code> preset, scaled down through its "
+        "plan (model/plan.yaml) so that it trains in minutes on a CPU:</p><ul>",
+        *(f"<li><code>{_esc(o)}</code></li>" for o in overrides),
+        "</ul>",
+        "<h2>Lesion burden of the test cases (from the model's masks)</h2>",
+        _html_table(
+            burden[["case", "source", "lesion_ml", "lung_ml", "involvement_pct", "lesion_count"]]
+        ),
+        "<p>Overlays: <code>burden/&lt;case&gt;.png</code>. Dataset fingerprint: "
+        '<a href="fingerprint/fingerprint.png">fingerprint/fingerprint.png</a>.</p>',
+    ]
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>covseg demo</title>'
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}</style>"
+        "</head><body>" + "\n".join(sections) + "</body></html>\n"
+    )
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _setting_text(run: Run) -> str:
+    c = run.config
+    return (
+        f"{c.n_train} training and {c.n_validation} validation phantoms from source A; "
+        f"{c.n_test_seen} seen (A) and {c.n_test_unseen} unseen (B) test phantoms, {c.size} x "
+        f"{c.size} in-plane; training budget {c.train_minutes:g} of {c.minutes:g} minutes; "
+        f"{c.bootstrap} bootstrap samples; seed {c.seed}; covseg {c.version}."
+    )
+
+
+def _teams() -> dict[str, str]:
+    from covseg.teams import TEAMS
+
+    return {name: TEAM_NOTES.get(name, "see covseg.teams") for name in TEAMS}
+
+
+def _esc(text: str) -> str:
+    return html.escape(str(text))
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_esc(_format(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if pd.isna(value) else f"{value:.3g}"
+    return str(value)
