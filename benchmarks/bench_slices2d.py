@@ -2,9 +2,9 @@
 
 Parts (``--parts``), all on the same 5 folds:
 
-* ``recipe``: the preset with pseudo-labels on the unlabelled slices. Reports the teacher (before
-  pseudo-labels), the pseudo-label stage, a control fine-tuned as long without pseudo-labels,
-  and the final models without mirror TTA;
+* ``recipe``: the preset as configured, plus pseudo-labels on the unlabelled slices. Reports
+  the teacher (before pseudo-labels), the pseudo-label stage, a control fine-tuned as long
+  without pseudo-labels, and the final models without mirror TTA;
 * ``no-aug``: the teacher stage trained without augmentation;
 * ``seed1``: the teacher stage with another seed; its out-of-fold probabilities are saved, and
   ``--ensemble-with MODEL/cv_probs.npz`` (a seed-0 ``covseg train`` run) scores a 2-model
@@ -60,6 +60,7 @@ def main() -> None:
         help="cv_probs.npz of a seed-0 run (covseg train) to ensemble with the seed-1 teachers",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--folds", help="comma-separated folds to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = load_preset()
@@ -72,13 +73,14 @@ def main() -> None:
         args.out.write_text(json.dumps(rows, indent=2))
 
     parts = args.parts.split(",")
+    only = [int(f) for f in args.folds.split(",")] if args.folds else None
     if "recipe" in parts:
         recipe = copy.deepcopy(plan)
         recipe["pseudo_labels"]["enabled"] = True
         start = time.perf_counter()
-        _, truths, folds = cross_validate(args.data, recipe, control=True, progress=True)
+        _, truths, folds = cross_validate(args.data, recipe, only, control=True, progress=True)
         rows["recipe_seconds"] = time.perf_counter() - start
-        record("teacher (aug, TTA)", scores(folds, truths, "teacher"))
+        record("teacher (preset, TTA)", scores(folds, truths, "teacher"))
         record("teacher + fine-tune without pseudo-labels", scores(folds, truths, "control"))
         record("teacher + fine-tune with pseudo-labels", scores(folds, truths, "final"))
         record("  same, without TTA", scores(folds, truths, "no_tta"))
@@ -90,14 +92,14 @@ def main() -> None:
         no_aug = copy.deepcopy(plan)
         no_aug["training"]["augment"] = False
         no_aug["pseudo_labels"]["enabled"] = False
-        _, truths, folds = cross_validate(args.data, no_aug)
+        _, truths, folds = cross_validate(args.data, no_aug, only)
         record("teacher without augmentation", scores(folds, truths, "final"))
         record("  same, without TTA", scores(folds, truths, "no_tta"))
     if "seed1" in parts:
         seed1 = copy.deepcopy(plan)
         seed1["training"]["seed"] = 1
         seed1["pseudo_labels"]["enabled"] = False
-        ids, truths, folds = cross_validate(args.data, seed1)
+        ids, truths, folds = cross_validate(args.data, seed1, only)
         record("teacher, seed 1", scores(folds, truths, "final"))
         save_probs(
             args.out.with_suffix(".seed1.npz"),
