@@ -14,8 +14,8 @@ from covseg.demo import MODEL_NAME, Run, demo_plan
 
 
 @contextmanager
-def _bar(run: Run, description: str, total: float, **fields: str) -> Iterator[Any]:
-    """A progress bar on the run's console; yields ``advance(**fields)``-style update function."""
+def _bar(run: Run, description: str, total: float, **fields: Any) -> Iterator[Any]:
+    """A progress bar on the run's console; yields ``advance(step=1, **fields)`` to move it."""
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}")]
     columns += [TextColumn(f"{k} {{task.fields[{k}]}}") for k in fields]
     with Progress(*columns, TimeElapsedColumn(), console=run.console) as progress:
@@ -150,10 +150,11 @@ def teams(run: Run) -> None:
     with _bar(run, "simulated teams", len(cases) * len(TEAMS)) as advance:
         for number, case in enumerate(cases):
             truth = read_volume(case.label)
-            lung = read_volume(run.data / "lungs" / f"{case.case_id}_lung.nii.gz").array
+            lung_file = run.data / "lungs" / f"{case.case_id}_lung.nii.gz"
+            lung = np.asarray(read_volume(lung_file).array) != 0
             mask = np.asarray(truth.array) > 0
             for name, perturb in TEAMS.items():
-                pred = perturb(mask, truth.spacing, lung > 0, run.config.seed + number)
+                pred = perturb(mask, truth.spacing, lung, run.config.seed + number)
                 write_mask(
                     pred.astype(np.uint8),
                     truth,
