@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=9.5)
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
 
     from covseg.datasets import find_cases
@@ -62,6 +63,8 @@ def main() -> None:
         str(args.max_minutes),
         "--no-progress",
     ]
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    train += threads
     for item in args.overrides:
         train += ["--set", item]
     began = time.perf_counter()

@@ -19,7 +19,8 @@ def predict(
     bf16: bool | None = typer.Option(None, help="bfloat16 autocast on CPU (default: plan)."),
     probability: bool = typer.Option(False, help="Also write probability/<case id>.nii.gz."),
     burden: bool = typer.Option(True, help="Write burden/<case id>.json (covseg quantify)."),
-    workers: int = typer.Option(1, help="Local worker processes (each uses the threads it gets)."),
+    workers: int = typer.Option(1, help="Local worker processes."),
+    threads: int = typer.Option(0, help="torch CPU threads per worker (0: torch's default)."),
     scheduler: str | None = typer.Option(None, help="Dask scheduler address to spread scans on."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -46,7 +47,7 @@ def predict(
     except DatasetError as exc:
         raise fail(str(exc)) from None
     options = {"tta": tta, "lung_crop": lung_crop, "bf16": bf16, "probability": probability}
-    options["burden"] = burden
+    options.update(burden=burden, threads=threads)
     jobs = [
         PredictJob(case_id, image, model, output, tuple(options.items()))
         for case_id, image in found

@@ -30,6 +30,7 @@ def train(
         [], help="Extra training-only cases, e.g. a `covseg pseudo-label` folder (repeatable)."
     ),
     resume: bool = typer.Option(False, help="Continue from each fold's last.pt."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train a model; the plan is written to MODEL_DIR/plan.yaml, each fold to MODEL_DIR/fold_K/
@@ -73,6 +74,10 @@ def train(
         extra_cases = [c for folder in extra for c in find_cases(folder, require_labels=True)]
     except DatasetError as exc:
         raise fail(str(exc)) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     dist.setup()
     try:
         if dist.is_main():

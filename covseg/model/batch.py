@@ -62,12 +62,17 @@ def run_job(job: PredictJob) -> tuple[str, str | None]:
     """Segment one scan and write ``OUT/<case id>.nii.gz`` (plus probability and burden on
     request); returns (case id, None) or (case id, one-line error) without raising."""
 
+    import torch
+
     from covseg.io import VolumeReadError, read_volume, write_mask, write_volume
     from covseg.model.inference import load_models
     from covseg.model.plan import PlanError, read_plan
     from covseg.model.predict import segment
 
     options = dict(job.options)
+    threads = int(options.pop("threads", 0))
+    if threads:
+        torch.set_num_threads(threads)
     try:
         plan = read_plan(job.model_dir)
         nets = _cached_models(job.model_dir, plan, load_models)
