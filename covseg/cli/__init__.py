@@ -1,6 +1,24 @@
 """The ``covseg`` command line: one sub-command per user task (see ``covseg --help``)."""
 
-from covseg.cli import agreement, challenge, demo, evaluate, export, fingerprint, phantom, predict, pseudo_label, quantify, rank, serve, submit, train, version, worker  # noqa: F401  (each import registers its commands)
+# Each import registers that module's commands on the app.
+from covseg.cli import (  # noqa: F401
+    agreement,
+    challenge,
+    demo,
+    evaluate,
+    export,
+    fingerprint,
+    phantom,
+    predict,
+    pseudo_label,
+    quantify,
+    rank,
+    serve,
+    submit,
+    train,
+    version,
+    worker,
+)
 from covseg.cli._app import app
 
 
