@@ -1,7 +1,9 @@
 """Helpers for the model tests: small model folders with seeded random weights."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 from covseg.model.inference import CHECKPOINT_FORMAT
@@ -25,3 +27,13 @@ def tiny_model(folder: Path, *overrides: str, folds: int = 1) -> Path:
         (folder / f"fold_{fold}").mkdir()
         torch.save(state, folder / f"fold_{fold}" / "best.pt")
     return folder
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: on 2 cores shared with other jobs, 2 OpenMP threads ran up to
+    10x slower than 1 (they wait on each other whenever one is descheduled)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

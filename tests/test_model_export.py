@@ -2,14 +2,17 @@
 
 from pathlib import Path
 
+import pytest
 import torch
-from model_fixtures import tiny_model
+from model_fixtures import one_thread, tiny_model  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from covseg.cli import app
 from covseg.model.export import load_exported
 from covseg.model.inference import load_models, predict_probabilities
 from covseg.model.plan import read_plan
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_exports_give_the_same_output(tmp_path: Path) -> None:

@@ -6,12 +6,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from model_fixtures import tiny_model
+from model_fixtures import one_thread, tiny_model  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from covseg.cli import app
 from covseg.io import Volume, read_volume, write_volume
 from covseg.phantom import make_phantom
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import tiny_model
+from model_fixtures import one_thread, tiny_model  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from covseg.cli import app
@@ -13,6 +13,8 @@ from covseg.datasets import find_cases
 from covseg.io import read_volume, write_volume
 from covseg.model.pseudolabel import confidence
 from covseg.phantom import make_phantom
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_confidence_is_the_mean_certainty_where_it_matters() -> None:
