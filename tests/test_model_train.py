@@ -63,3 +63,26 @@ def test_training_learns_lesions(tmp_path: Path) -> None:
     all_lung = dice_score(torch.from_numpy(held_out.lung.array > 0), truth)
     assert dice > max(0.05, 2 * all_lung), (dice, all_lung)
     assert np.asarray(pred).shape == held_out.ct.shape
+
+
+def test_bad_training_cases_are_named_and_skipped(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from covseg.cli import app
+
+    torch.set_num_threads(1)
+    write_cases(tmp_path / "data", range(3))
+    bad = tmp_path / "data" / "volume-covid19-A-0001_seg.nii.gz"
+    ct = make_phantom(seed=1, source="A", size=64, n_slices=24).ct
+    write_mask(np.zeros(ct.shape, np.uint8), ct, bad)  # fewer slices than its image
+    args = ["train", str(tmp_path / "data"), "-o", str(tmp_path / "model"), "--epochs", "1"]
+    args += [a for s in [*SMALL, "training.folds=3"] for a in ("--set", s)]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"{bad}: label does not match its image" in result.output
+    assert (tmp_path / "model" / "fold_0" / "last.pt").is_file()
+
+    (tmp_path / "data" / "volume-covid19-A-0002_seg.nii.gz").unlink()
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 1
+    assert "volume-covid19-A-0002_ct.nii.gz: no label" in result.output

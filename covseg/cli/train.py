@@ -131,4 +131,5 @@ def _train_one(
             resume=resume,
             on_epoch=on_epoch,
             on_load=lambda _: bar.advance(loading),
+            on_skip=lambda message: typer.secho(f"error: {message}", fg=typer.colors.RED, err=True),
         )

@@ -19,7 +19,7 @@ import torch
 
 from covseg.datasets import Case
 from covseg.model import distributed as dist
-from covseg.model.data import load_case, make_folds
+from covseg.model.data import CaseError, load_case, make_folds
 from covseg.model.inference import (
     CHECKPOINT_FORMAT,
     autocast,
@@ -87,13 +87,15 @@ def train_fold(
     resume: bool = False,
     on_epoch: Callable[[EpochLog], None] | None = None,
     on_load: Callable[[str], None] | None = None,
+    on_skip: Callable[[str], None] | None = None,
     device: torch.device | None = None,
 ) -> list[EpochLog]:
     """Train one fold and write ``best.pt``, ``last.pt`` and ``log.csv`` into ``fold_dir``.
 
     Stops after ``training.epochs`` epochs, or after the epoch that passes
     ``training.max_minutes`` (wall clock) when set. ``on_load`` is called with each case id as it
-    is cached, ``on_epoch`` after every epoch (progress bars).
+    is cached, ``on_epoch`` after every epoch (progress bars), ``on_skip`` with the one-line
+    error of a case that cannot be used (it is left out; without ``on_skip`` the error is raised).
     """
     from monai.data import DataLoader, Dataset
     from monai.utils import set_determinism
@@ -106,12 +108,20 @@ def train_fold(
     def cache(cases: Sequence[Case]) -> list[dict[str, Any]]:
         out = []
         for case in cases:
-            out.append(load_case(case, plan))
+            try:
+                out.append(load_case(case, plan))
+            except ValueError as exc:  # CaseError, VolumeReadError: skip the case, name it
+                if on_skip is None:
+                    raise
+                on_skip(str(exc))
             if on_load:
                 on_load(case.case_id)
         return out
 
-    data = Dataset(cache(train_cases), transform=train_transforms(plan))
+    cached = cache(train_cases)
+    if not cached:
+        raise CaseError(f"{fold_dir}: no usable training case")
+    data = Dataset(cached, transform=train_transforms(plan))
     val_data = cache(val_cases) if dist.is_main() else []
     sampler = dist.sampler(data, seed=int(training["seed"]))
     loader = DataLoader(
