@@ -50,7 +50,7 @@ def train(
         overrides.append(f"training.max_minutes={max_minutes}")
     try:
         if resume and (output / "plan.yaml").is_file():
-            plan = read_plan(output)
+            plan = apply_overrides(read_plan(output), overrides)
         elif preset in ("auto", "auto-2d"):
             from covseg.model.planner import plan_from_data
 
