@@ -46,8 +46,8 @@ def predict(
         found = find_inputs(list(inputs))
     except DatasetError as exc:
         raise fail(str(exc)) from None
-    options = {"tta": tta, "lung_crop": lung_crop, "bf16": bf16, "probability": probability}
-    options.update(burden=burden, threads=threads)
+    options: dict[str, object] = {"tta": tta, "lung_crop": lung_crop, "bf16": bf16}
+    options.update(probability=probability, burden=burden, threads=threads)
     jobs = [
         PredictJob(case_id, image, model, output, tuple(options.items()))
         for case_id, image in found
