@@ -13,7 +13,7 @@ from covseg.cli._app import app, fail
 def demo(
     output: Path = typer.Option(Path("covseg-demo"), "-o", "--output", help="Demo folder."),
     minutes: float = typer.Option(
-        10.0, "--minutes", help="Budget of the whole run on 2 idle cores (training gets 55%)."
+        10.0, "--minutes", help="Budget of the whole run on 2 idle cores (training gets 60%)."
     ),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Smallest run (tests)."),
 ) -> None:
@@ -50,13 +50,13 @@ def _summary(folder: Path, console: object) -> None:
     console.print(leaderboard_table(leaderboard(folder)))
     places = {
         "report": "report.html (ranking details: ranking/report.html)",
-        "phantom dataset": "data/ (COVID-19-20 layout: Train, Validation, Test, lungs)",
+        "phantom dataset": "data/ (Train, Validation, Test, lungs)",
         "fingerprint": "fingerprint/ (fingerprint.csv, .json, .png)",
         "trained model": "model/ (plan.yaml, fold_0/best.pt, log.csv)",
         "predictions": "predictions/<case>.nii.gz",
         "lesion burden": "burden/ (<case>.json, <case>.png, burden.csv)",
         "simulated teams": "teams/<team>/<case>.nii.gz",
-        "evaluation": "evaluation/<algorithm>/ (metrics.csv, metrics_summary.json)",
+        "evaluation": "evaluation/<algorithm>/metrics.csv (+ _summary.json)",
         "ranking": "ranking/ (CSVs, plots/, report.html)",
     }
     for what, where in places.items():

@@ -35,7 +35,7 @@ __all__ = ["MODEL_NAME", "STAGES", "DemoConfig", "DemoFolderError", "make_config
 #: The trained model's name in the evaluation and the ranking.
 MODEL_NAME = "covseg-baseline"
 #: Share of the budget given to training; the other stages take the rest on 2 idle cores.
-TRAIN_SHARE = 0.55
+TRAIN_SHARE = 0.6
 #: The tiny run's training cap: far above its 15 epochs' need, so that the epochs decide.
 TINY_TRAIN_MINUTES = 20.0
 #: Slice thickness of the model grid (mm): the baseline's.

@@ -74,19 +74,23 @@ def _summary(folder: Path, algorithm: str) -> Any:
 
 
 def leaderboard_table(board: pd.DataFrame) -> Table:
-    """The leaderboard as a rich table; simulated teams are labelled as such."""
+    """The leaderboard as a rich table that fits 80 columns; simulated teams carry a ``*``."""
     table = Table(
-        title="Final ranking (consensus over the 6 tasks: Dice, NSD, NAVE x seen, unseen)"
+        title="Final ranking: consensus over 6 tasks (Dice, NSD, NAVE x seen, unseen)",
+        caption="rank sig.: test-then-rank; rank mean: aggregate-then-rank; * simulated team",
     )
-    metrics = {"dice_seen": "Dice seen", "dice_unseen": "Dice unseen"}
-    metrics |= {"nsd_seen": "NSD seen", "nsd_unseen": "NSD unseen"}
-    for column in (*CONSENSUS_METHODS.values(), "algorithm", *metrics.values()):
-        table.add_column(column)
+    metrics = {"dice_seen": "Dice\nseen", "dice_unseen": "Dice\nunseen"}
+    metrics |= {"nsd_seen": "NSD\nseen", "nsd_unseen": "NSD\nunseen"}
+    for column in ("rank\nsig.", "rank\nmean"):
+        table.add_column(column, justify="right")
+    table.add_column("algorithm", no_wrap=True)
+    for column in metrics.values():
+        table.add_column(column, justify="right")
     for row in board.to_dict("records"):
-        kind = "" if row["algorithm"] == MODEL_NAME else " (simulated)"
+        mark = "" if row["algorithm"] == MODEL_NAME else " *"
         table.add_row(
             *(f"{row[c]:g}" for c in CONSENSUS_METHODS.values()),
-            f"{row['algorithm']}{kind}",
+            f"{row['algorithm']}{mark}",
             *(_number(row[c]) for c in metrics),
         )
     return table
