@@ -13,7 +13,6 @@ widths, a higher learning rate and a wall-clock budget instead of 500 epochs
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,73 +106,60 @@ class Run:
 
     @property
     def data(self) -> Path:
+        """The phantom dataset (COVID-19-20 layout)."""
         return self.folder / "data"
 
     def test_cases(self) -> list[Any]:
+        """The labelled test cases, seen then unseen."""
         from covseg.datasets import find_cases
 
         return find_cases(self.data / "Test", require_labels=True)
 
 
-Stage = Callable[[Run], None]
-
-
-def _stages() -> list[tuple[str, Stage, list[str]]]:
-    """(name, function, outputs relative to the folder) of every stage, in order."""
-    from covseg.demo import stages as s
-
-    return [
-        ("phantoms", s.phantoms, ["data"]),
-        ("fingerprint", s.fingerprint, ["fingerprint"]),
-        ("train", s.train, ["model"]),
-        ("predict", s.predict, ["predictions"]),
-        ("quantify", s.quantify, ["burden"]),
-        ("teams", s.teams, ["teams"]),
-        ("evaluate", s.evaluate, ["evaluation"]),
-        ("rank", s.rank, ["ranking"]),
-        ("report", s.report, ["report.html"]),
-    ]
-
-
+#: Every stage, in order, with the outputs (relative to the folder) it writes; the function of
+#: stage ``name`` is ``covseg.demo.stages.<name>``.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "phantoms": ("data",),
+    "fingerprint": ("fingerprint",),
+    "train": ("model",),
+    "predict": ("predictions",),
+    "quantify": ("burden",),
+    "teams": ("teams",),
+    "evaluate": ("evaluation",),
+    "rank": ("ranking",),
+    "report": ("report.html",),
+}
 #: Stage names, in order.
-STAGES = (
-    "phantoms",
-    "fingerprint",
-    "train",
-    "predict",
-    "quantify",
-    "teams",
-    "evaluate",
-    "rank",
-    "report",
-)
+STAGES = tuple(OUTPUTS)
 
 
 def run_demo(folder: Path, config: DemoConfig, console: Console | None = None) -> list[str]:
     """Run (or resume) the demo in ``folder``; returns the stages run this time.
+
+    Stages after the first unfinished one are all redone (each stage reads its predecessors'
+    outputs), so a folder never mixes outputs of two runs.
 
     Raises
     ------
     DemoFolderError
         A folder holding other files, made with other settings, or too little free disk.
     """
+    from covseg.demo import stages
+
     console = console or Console()
     done = check_config(folder, read_state(folder), config)
-    if len(done) < len(STAGES):
+    start = next((n for n, name in enumerate(STAGES) if name not in done), len(STAGES))
+    if start < len(STAGES):
         check_disk(folder, needed_bytes(config))
-    run = Run(folder, config, console)
-    ran = []
-    for name, stage, outputs in _stages():
-        if name in done:
-            continue
-        clear([folder / p for p in outputs])  # an interrupted stage starts again from scratch
-        write_state(folder, config, done)
+    finished = list(STAGES[:start])
+    for name in STAGES[start:]:
+        clear([folder / p for p in OUTPUTS[name]])  # an interrupted stage starts from scratch
+        write_state(folder, config, finished)
         console.rule(f"[bold]{name}")
-        stage(run)
-        done.append(name)
-        write_state(folder, config, done)
-        ran.append(name)
-    return ran
+        getattr(stages, name)(Run(folder, config, console))
+        finished.append(name)
+        write_state(folder, config, finished)
+    return list(STAGES[start:])
 
 
 def read_json(path: Path) -> Any:
