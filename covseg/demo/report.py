@@ -111,6 +111,10 @@ def write_report(run: Run) -> Path:
         f"<p>{_esc(_setting_text(run))}</p>",
         "<h2>Final ranking</h2>",
         _html_table(board),
+        "<p>Consensus over the six tasks (Dice, NSD, NAVE on seen and unseen cases). rank "
+        "(significance): test-then-rank, the challenge's method (one-sided Wilcoxon, Holm), which "
+        "needs about a dozen cases per task before any difference is significant; rank (mean): "
+        "aggregate-then-rank on the means.</p>",
         "<p>Full statistical ranking (three methods, significance maps, bootstrap stability): "
         '<a href="ranking/report.html">ranking/report.html</a>.</p>',
         "<h2>Simulated teams</h2><p>Each team's predictions are the test truth perturbed in one "
