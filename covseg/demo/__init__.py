@@ -79,6 +79,10 @@ def demo_plan(config: DemoConfig) -> tuple[dict[str, Any], list[str]]:
         f"training.max_minutes={config.train_minutes}",
         "training.validation_interval=100000",  # validate after the last epoch only
         f"training.seed={config.seed}",
+        # covseg's post-processing (the winners' recipe): a briefly trained network's stray
+        # voxels outside the lungs and specks are most of its errors.
+        "postprocess.outside_lung=true",
+        "postprocess.min_component_ml=0.5",
     ]
     return apply_overrides(load_preset("baseline"), overrides), overrides
 
