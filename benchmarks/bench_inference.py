@@ -6,7 +6,7 @@ pipeline in plain MONAI: LoadImaged, Orientationd LPS, Spacingd 1.25 x 1.25 x 5 
 ScaleIntensityRanged, ``sliding_window_inference`` (192 x 192 x 16, batch 2, overlap 0.5,
 Gaussian, replicate) under ``torch.no_grad``, argmax, Invertd (nearest) back to the CT grid.
 covseg runs ``covseg.model.predict.segment`` from the same file, with cropping off (must give the
-same mask: Dice >= 0.999) and with its defaults (lung crop + inference_mode + bfloat16).
+same mask: Dice >= 0.999), with and without the lung crop and bfloat16 autocast.
 Each variant runs in its own process, so its peak memory (max RSS) is its own.
 
 Usage: python benchmarks/bench_inference.py [--threads N] [--slices 70] [-o results.json]
