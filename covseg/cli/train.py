@@ -22,7 +22,9 @@ def train(
     preset: str = typer.Option(
         "baseline", help="baseline, auto or auto-2d (planned from the data), slices-2d."
     ),
-    fold: str = typer.Option("0", help="Fold to train (0..folds-1) or 'all'."),
+    fold: str | None = typer.Option(
+        None, help="Fold to train (0..folds-1) or 'all' (default: all for slices-2d, else 0)."
+    ),
     epochs: int | None = typer.Option(None, help="Override training.epochs."),
     max_minutes: float | None = typer.Option(None, help="Stop after the epoch that passes this."),
     set_: list[str] = typer.Option([], "--set", help="Override a plan value: SECTION.KEY=VALUE."),
@@ -59,6 +61,8 @@ def train(
         else:
             plan = apply_overrides(load_preset(preset), overrides)
         n_folds = int(plan["training"]["folds"])
+        if fold is None:  # the 2D recipe is a fold ensemble: its CV report needs every fold
+            fold = "all" if plan.get("dimensions") == 2 else "0"
         folds = list(range(n_folds)) if fold == "all" else [int(fold)]
         if any(not 0 <= k < n_folds for k in folds):
             raise PlanError(f"--fold {fold}: choose 0..{n_folds - 1} or 'all'")
