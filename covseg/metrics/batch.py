@@ -37,24 +37,11 @@ from covseg.datasets import (
     subset_of,
 )
 from covseg.io import SLICE_SUFFIXES, Volume, VolumeReadError, image_suffix, read_volume
+from covseg.metrics.case import METRIC_KEYS
 from covseg.parallel import map_unordered
 
-#: Metric columns of metrics.csv, in order (the keys of ``covseg.metrics.evaluate_case``).
-METRICS = (
-    "dice",
-    "nsd",
-    "nave",
-    "hd95",
-    "assd",
-    "lesion_sensitivity",
-    "lesion_precision",
-    "lesion_f1",
-    "fp_lesions",
-    "truth_lesions",
-    "pred_lesions",
-    "truth_ml",
-    "pred_ml",
-)
+#: Metric columns of metrics.csv, in order: the keys of ``covseg.metrics.evaluate_case``.
+METRICS = METRIC_KEYS
 #: Every column of metrics.csv, in order; other code (ranking, the platform) relies on it.
 COLUMNS = ("case", "source", "subset", *METRICS, "status", "error")
 #: Geometry tolerances: origin and spacing in mm, direction cosines (unitless).
