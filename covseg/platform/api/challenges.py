@@ -81,10 +81,7 @@ def download(
     """One data file. Only names from the list are served, never a path."""
     ch = challenges.get_challenge(db, slug)
     participants.require_approved(db, user, ch)
-    files = {p.name: p for p in challenges.downloads(settings, ch)}
-    if name not in files:
-        raise NotFound("no such file")
-    return FileResponse(files[name], filename=name)
+    return FileResponse(challenges.download(settings, ch, name), filename=name)
 
 
 @router.post("/{slug}/teams", status_code=status.HTTP_201_CREATED)

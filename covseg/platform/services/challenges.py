@@ -267,3 +267,11 @@ def downloads(settings: Settings, challenge: Challenge) -> list[Path]:
     """The files approved participants may download."""
     folder = settings.challenge_dir(challenge.slug) / "downloads"
     return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def download(settings: Settings, challenge: Challenge, name: str) -> Path:
+    """One download by its name in :func:`downloads` (a name, never a path, is looked up)."""
+    files = {p.name: p for p in downloads(settings, challenge)}
+    if name not in files:
+        raise NotFound("no such file")
+    return files[name]

@@ -17,7 +17,6 @@ from covseg.platform.services import (
     ranking,
     submissions,
 )
-from covseg.platform.services.errors import NotFound
 from covseg.platform.tasks import Queue
 from covseg.platform.web.render import login_cookie, render
 from covseg.platform.web.session import CSRF, MaybeUser, PageUser
@@ -155,10 +154,7 @@ def data_file(
     """One data file, by name from the list (never a path)."""
     ch = challenges.get_challenge(db, slug)
     participants.require_approved(db, user, ch)
-    files = {p.name: p for p in challenges.downloads(settings, ch)}
-    if name not in files:
-        raise NotFound("no such file")
-    return FileResponse(files[name], filename=name)
+    return FileResponse(challenges.download(settings, ch, name), filename=name)
 
 
 @router.get("/challenges/{slug}/phases/{phase}/submit")
