@@ -33,6 +33,8 @@ def test_baseline_plan_has_the_published_values() -> None:
     assert (train["batch_size"], train["loss"], train["optimizer"]) == (2, "dice_ce", "adam")
     assert (train["learning_rate"], train["epochs"], train["amp"]) == (1e-4, 500, True)
     assert train["seed"] == 0
+    # The published baseline keeps a constant learning rate and per-patch Dice.
+    assert (train["lr_schedule"], train["batch_dice"]) == ("constant", False)
     assert infer["roi_size"] == [192, 192, 16]
     assert (infer["sw_batch_size"], infer["overlap"]) == (2, 0.5)
     assert (infer["blend_mode"], infer["padding_mode"]) == ("gaussian", "replicate")

@@ -86,3 +86,48 @@ def test_bad_training_cases_are_named_and_skipped(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 1
     assert "volume-covid19-A-0002_ct.nii.gz: no label" in result.output
+
+
+def test_poly_schedule_follows_nnunet_and_constant_keeps_the_rate() -> None:
+    from covseg.model.train import scheduled_lr
+
+    assert scheduled_lr(0.01, "constant", 0.7) == 0.01
+    assert scheduled_lr(0.01, "poly", 0.0) == 0.01
+    assert scheduled_lr(0.01, "poly", 0.5) == pytest.approx(0.01 * 0.5**0.9)
+    assert scheduled_lr(0.01, "poly", 1.3) == 0.0  # past the budget: no step at all
+    with pytest.raises(ValueError, match="lr_schedule"):
+        scheduled_lr(0.01, "cosine", 0.5)
+
+
+def test_optimizers_of_a_plan() -> None:
+    from covseg.model.train import build_optimizer
+
+    net = torch.nn.Linear(2, 1)
+    sgd = build_optimizer(net, {"optimizer": "sgd", "learning_rate": 0.01})
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["momentum"] == 0.99 and sgd.defaults["nesterov"]
+    assert isinstance(build_optimizer(net, {"optimizer": "adam", "learning_rate": 1e-4}), torch.optim.Adam)
+    with pytest.raises(ValueError, match="optimizer"):
+        build_optimizer(net, {"optimizer": "lbfgs", "learning_rate": 1.0})
+
+
+def test_batch_dice_ignores_which_patch_holds_the_lesion() -> None:
+    from covseg.model.losses import build_loss
+
+    # Two patches: one with a lesion the prediction finds exactly, one empty with one stray
+    # positive voxel. Per patch, the empty patch's Dice loss is ~1; over the batch it is small.
+    label = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
+    label[0, 0, :2] = 1
+    logits = torch.full((2, 2, 4, 4, 4), -20.0)
+    logits[:, 0] = 20.0
+    logits[0, 1, :2], logits[0, 0, :2] = 20.0, -20.0
+    logits[1, 1, 0, 0, 0], logits[1, 0, 0, 0, 0] = 20.0, -20.0
+    from monai.losses import DiceLoss
+
+    per_patch = DiceLoss(to_onehot_y=True, softmax=True, include_background=False)
+    batch = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    assert float(per_patch(logits, label)) == pytest.approx(0.5, abs=1e-3)
+    assert float(batch(logits, label)) == pytest.approx(1 - 64 / 65, abs=1e-3)
+    assert float(build_loss("dice_ce", batch=True)(logits, label)) < float(
+        build_loss("dice_ce")(logits, label)
+    )

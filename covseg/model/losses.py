@@ -29,11 +29,11 @@ class NoiseRobustDiceLoss(torch.nn.Module):
 class DiceTopKLoss(torch.nn.Module):
     """Dice plus the mean cross-entropy of the ``k`` percent hardest voxels (nnU-Net's DiceTopK)."""
 
-    def __init__(self, k_percent: float = 10.0) -> None:
+    def __init__(self, k_percent: float = 10.0, batch: bool = False) -> None:
         super().__init__()
         from monai.losses import DiceLoss
 
-        self.dice = DiceLoss(to_onehot_y=True, softmax=True)
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=batch)
         self.k = k_percent / 100.0
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -42,17 +42,21 @@ class DiceTopKLoss(torch.nn.Module):
         return self.dice(logits.float(), target) + top.mean()
 
 
-def build_loss(name: str) -> torch.nn.Module:
+def build_loss(name: str, batch: bool = False) -> torch.nn.Module:
     """The loss called ``name``: ``dice_ce`` (baseline), ``dice_focal``, ``dice_topk`` or
-    ``noise_robust_dice``; targets are (B, 1, ...) class indices."""
+    ``noise_robust_dice``; targets are (B, 1, ...) class indices.
+
+    ``batch`` sums the Dice terms over the whole batch before dividing (nnU-Net's batch Dice):
+    a patch without lesion then no longer scores a Dice loss of ~1 for a single stray voxel.
+    """
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True)
+        return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch)
     if name == "dice_focal":
-        return DiceFocalLoss(to_onehot_y=True, softmax=True)
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=batch)
     if name == "dice_topk":
-        return DiceTopKLoss()
+        return DiceTopKLoss(batch=batch)
     if name == "noise_robust_dice":
         return NoiseRobustDiceLoss()
     raise ValueError(f"unknown loss {name!r} (dice_ce, dice_focal, dice_topk, noise_robust_dice)")

@@ -89,6 +89,14 @@ def train_network(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * i / steps))
     )
+    decay = float(train.get("ema_decay", 0.0))
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
+        )
+        if decay > 0
+        else None
+    )
     net.train()
     start, running = time.perf_counter(), 0.0
     for step in range(steps):
@@ -104,10 +112,14 @@ def train_network(
         loss.backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(net)
         running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
         if log and (step + 1) % 50 == 0:
             elapsed = time.perf_counter() - start
             print(f"    iter {step + 1}/{steps}  loss {running:.3f}  {elapsed:.0f}s", flush=True)
+    if ema is not None:  # BasicUNet's instance norms keep no running statistics to recompute
+        net.load_state_dict(ema.module.state_dict())
     net.eval()
     return net
 
