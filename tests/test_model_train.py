@@ -106,7 +106,9 @@ def test_optimizers_of_a_plan() -> None:
     sgd = build_optimizer(net, {"optimizer": "sgd", "learning_rate": 0.01})
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.defaults["momentum"] == 0.99 and sgd.defaults["nesterov"]
-    assert isinstance(build_optimizer(net, {"optimizer": "adam", "learning_rate": 1e-4}), torch.optim.Adam)
+    assert isinstance(
+        build_optimizer(net, {"optimizer": "adam", "learning_rate": 1e-4}), torch.optim.Adam
+    )
     with pytest.raises(ValueError, match="optimizer"):
         build_optimizer(net, {"optimizer": "lbfgs", "learning_rate": 1.0})
 

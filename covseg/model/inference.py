@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from covseg.model.cpu import native_bf16
 from covseg.model.networks import build_network
 from covseg.model.plan import PlanError
 
@@ -55,8 +56,12 @@ def load_models(model_dir: Path, plan: dict[str, Any]) -> list[torch.nn.Module]:
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 autocast on CPU, float16 on GPU, or nothing when not ``enabled``."""
-    if not enabled:
+    """bfloat16 autocast on CPU, float16 on GPU, or nothing when not ``enabled``.
+
+    On a CPU without native bfloat16 (:func:`covseg.model.cpu.native_bf16`) it stays float32:
+    emulated bfloat16 is many times slower there, never faster.
+    """
+    if not enabled or (device.type == "cpu" and not native_bf16()):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     return torch.autocast(device.type, dtype=dtype)

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +75,73 @@ def cross_validate(
     extra = read_unlabelled(data_dir, plan)
     unlabelled = to_tensor(extra, size, mask=False) if extra else None
     assignment = fold_assignment(len(cases), k, plan["training"]["split_seed"])
-    results = []
-    for fold in folds if folds is not None else list(range(k)):
+    wanted = folds if folds is not None else list(range(k))
+    for fold in wanted:
         if not 0 <= fold < k:
             raise ValueError(f"fold {fold} out of range 0..{k - 1}")
-        start = time.perf_counter()
-        result = run_fold(
-            fold, assignment, images, masks, shapes, unlabelled, plan, control, progress
-        )
+    args = (assignment, images, masks, shapes, unlabelled, plan, control, progress)
+    processes, threads = fold_processes(len(wanted), plan["training"].get("fold_processes"))
+    results = []
+    for result, elapsed in _run_folds(wanted, args, processes, threads):
         truths = [pairs[i][1] for i in result.val_index]
         score = np.mean(
             [dice(p >= 0.5, t) for p, t in zip(result.probs["final"], truths, strict=True)]
         )
-        elapsed = time.perf_counter() - start
-        print(f"fold {fold}: Dice {score:.4f} ({len(truths)} slices, {elapsed:.0f}s)", flush=True)
+        print(
+            f"fold {result.fold}: Dice {score:.4f} ({len(truths)} slices, {elapsed:.0f}s)",
+            flush=True,
+        )
         results.append(result)
+    results.sort(key=lambda r: r.fold)
     return [c.case_id for c in cases], [p[1] for p in pairs], results
+
+
+def fold_processes(n_folds: int, setting: int | str | None) -> tuple[int, int]:
+    """(processes, torch threads each) for training ``n_folds`` folds on this machine.
+
+    ``auto`` (or ``None``) trains as many folds at once as there are cores, each on the cores'
+    share: small 2D convolutions use threads poorly (one 224 x 224 step: 1.55 s on 2 threads,
+    2.1 s on 1), so two single-thread folds side by side do 1.4x the work of one on two.
+    """
+    cores = os.cpu_count() or 1
+    processes = cores if setting in (None, "auto") else int(setting)
+    processes = max(1, min(processes, n_folds))
+    return processes, max(1, cores // processes)
+
+
+def _timed_fold(fold: int, args: tuple[Any, ...], threads: int) -> tuple[FoldResult, float]:
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    result = run_fold(fold, *args)
+    return result, time.perf_counter() - start
+
+
+def _run_folds(
+    folds: list[int], args: tuple[Any, ...], processes: int, threads: int
+) -> Iterator[tuple[FoldResult, float]]:
+    """Train ``folds`` (in ``processes`` worker processes when more than one), as they finish.
+
+    Folds that would run short of a full set of workers at the end (5 folds on 2 cores: the
+    fifth) run afterwards with the cores shared among them instead of leaving cores idle.
+    """
+    if processes == 1:
+        for fold in folds:
+            yield _timed_fold(fold, args, 0)  # keep the caller's thread setting
+        return
+    full = len(folds) - len(folds) % processes
+    waves = [(folds[:full], processes, threads)]
+    if full < len(folds):
+        rest = len(folds) - full
+        waves.append((folds[full:], rest, max(1, processes * threads // rest)))
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    for wave, workers, each in waves:
+        if not wave:
+            continue
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            jobs = [pool.submit(_timed_fold, fold, args, each) for fold in wave]
+            for job in as_completed(jobs):
+                yield job.result()
 
 
 def train_slices_2d(

@@ -18,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 
+from covseg.model.inference import autocast
 from covseg.model.slices2d_augment import augment
+
+CPU = torch.device("cpu")
 
 #: Mean and spread of the [0, 1] grey values, for the network's input normalisation.
 _MEAN, _STD = 0.45, 0.3
@@ -104,7 +107,7 @@ def train_network(
         x, y = images[idx], masks[idx]
         if train["augment"]:
             x, y = augment(x, y, plan["augmentation"], gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=train["bf16"]):
+        with autocast(CPU, bool(train["bf16"])):
             logits = net((x - _MEAN) / _STD)
         logits = logits.float()
         loss = F.binary_cross_entropy_with_logits(logits, y) + _soft_dice_loss(logits, y)
@@ -139,7 +142,7 @@ def predict_probs(
         for net in nets:
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                with autocast(CPU, bf16):
                     logits = net(xi).float()
                 prob = torch.sigmoid(torch.flip(logits, dims) if dims else logits)
                 acc += prob[:, 0]

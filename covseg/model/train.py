@@ -211,7 +211,7 @@ def train_fold(
 
 
 def build_optimizer(net: torch.nn.Module, training: dict[str, Any]) -> torch.optim.Optimizer:
-    """``adam`` (the baseline's) or ``sgd`` (nnU-Net's: Nesterov momentum 0.99, weight decay 3e-5)."""
+    """``adam`` (the baseline's) or ``sgd`` (nnU-Net's: Nesterov, momentum 0.99, decay 3e-5)."""
     name, lr = str(training["optimizer"]), float(training["learning_rate"])
     if name == "adam":
         return torch.optim.Adam(net.parameters(), lr=lr)
