@@ -133,3 +133,38 @@ def test_batch_dice_ignores_which_patch_holds_the_lesion() -> None:
     assert float(build_loss("dice_ce", batch=True)(logits, label)) < float(
         build_loss("dice_ce")(logits, label)
     )
+
+
+def test_training_lung_crop_keeps_every_lesion_and_drops_the_air(tmp_path: Path) -> None:
+    from covseg.model.data import load_case
+
+    write_cases(tmp_path, range(1))
+    case = find_cases(tmp_path)[0]
+    from covseg.io import read_volume
+
+    spacing = [round(float(s), 6) for s in read_volume(case.image).spacing]
+    grid = [f"preprocessing.spacing_mm={spacing}", "preprocessing.orientation=RAS"]
+    whole = load_case(case, apply_overrides(load_preset("baseline"), grid))
+    cropped = load_case(
+        case, apply_overrides(load_preset("baseline"), [*grid, "training.lung_crop=true"])
+    )
+    assert cropped["image"].numel() < 0.7 * whole["image"].numel()
+    # On the scan's own grid (no resampling), the box (lungs + 10 mm) holds every lesion voxel.
+    assert int(cropped["label"].sum()) == int(whole["label"].sum()) > 0
+    # Outside air (0 after the HU window) is mostly gone.
+    assert (cropped["image"] == 0).float().mean() < 0.5 * (whole["image"] == 0).float().mean()
+
+
+def test_a_training_scan_without_lungs_is_named(tmp_path: Path) -> None:
+    from covseg.datasets import Case
+    from covseg.io import Volume
+    from covseg.model.data import load_case
+
+    body = np.full((40, 40, 12), 40.0, np.float32)  # soft tissue only
+    body[:4] = -1000.0
+    affine = np.diag([4.0, 4.0, 5.0, 1.0])
+    ct = write_volume(Volume(body, affine), tmp_path / "volume-covid19-A-0009_ct.nii.gz")
+    seg = write_mask(np.zeros(body.shape, np.uint8), Volume(body, affine), tmp_path / "seg.nii.gz")
+    plan = apply_overrides(load_preset("baseline"), ["training.lung_crop=true"])
+    with pytest.raises(ValueError, match="volume-covid19-A-0009_ct.nii.gz: no lungs"):
+        load_case(Case("volume-covid19-A-0009", ct, seg, "A"), plan)

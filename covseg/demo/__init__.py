@@ -81,6 +81,9 @@ def demo_plan(config: DemoConfig) -> tuple[dict[str, Any], list[str]]:
         "training.learning_rate=0.01",
         "training.lr_schedule=poly",
         "training.amp=false",
+        # Train inside the lung box that predict segments: negative patches show lung, pleura
+        # and vessels (the network's false positives) rather than air and body wall.
+        "training.lung_crop=true",
         f"training.epochs={config.max_epochs}",
         f"training.max_minutes={config.train_minutes}",
         "training.validation_interval=100000",  # validate after the last epoch only

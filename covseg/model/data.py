@@ -11,7 +11,7 @@ import torch
 
 from covseg.datasets import Case
 from covseg.io import Volume, read_volume
-from covseg.model.geometry import to_model_grid
+from covseg.model.geometry import crop_box, sub_volume, to_model_grid
 
 
 class CaseError(ValueError):
@@ -73,6 +73,24 @@ def load_case(case: Case, plan: dict[str, Any]) -> dict[str, Any]:
     values = np.unique(label.array)
     if not np.isin(values, (0, 1)).all():
         raise CaseError(f"{case.label}: label values {values[:6].tolist()} (expected 0/1)")
+    if plan["training"].get("lung_crop"):
+        image, label = _lung_box(image, label, plan, case.image)
     x, _ = to_model_grid(image, plan)
     y, _ = to_model_grid(label, plan, label=True)
     return {"image": x, "label": y.to(torch.uint8), "case_id": case.case_id}
+
+
+def _lung_box(
+    image: Volume, label: Volume, plan: dict[str, Any], path: object
+) -> tuple[Volume, Volume]:
+    """Image and label cropped to the lung box that ``covseg predict`` segments in.
+
+    Training on what prediction sees: the negative patches then show lung, pleura and vessels,
+    the tissue the network must tell lesions from, instead of air and body wall that prediction
+    never shows it.
+    """
+    from covseg.lung import lung_mask
+
+    lung = lung_mask(image, str(path))  # a scan without lungs: ValueError naming the file
+    box = crop_box(image, lung, float(plan["inference"]["lung_margin_mm"]))
+    return sub_volume(image, box), sub_volume(label, box)

@@ -115,3 +115,17 @@ def _inverse_ornt(t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     for axis, (target, flip) in enumerate(t):
         inverse[int(target)] = (axis, flip)
     return inverse
+
+
+def crop_box(ct: Volume, lung: Volume, margin_mm: float) -> tuple[slice, ...]:
+    """Index box of the lungs grown by ``margin_mm`` (mm) on each side."""
+    from covseg.lung import lung_bounding_box
+
+    return tuple(lung_bounding_box(lung.array, ct.spacing, margin_mm))
+
+
+def sub_volume(ct: Volume, box: tuple[slice, ...]) -> Volume:
+    """The crop ``ct.array[box]`` with an affine that keeps every voxel where it was."""
+    shift = np.eye(4)
+    shift[:3, 3] = [s.start or 0 for s in box]
+    return Volume(ct.array[box], ct.affine @ shift)

@@ -11,7 +11,7 @@ import torch
 
 from covseg.io import Volume
 from covseg.model.data import check_ct
-from covseg.model.geometry import to_input_grid, to_model_grid
+from covseg.model.geometry import crop_box, sub_volume, to_input_grid, to_model_grid
 from covseg.model.inference import predict_probabilities
 from covseg.model.postprocess import postprocess
 
@@ -33,20 +33,6 @@ class Segmentation:
     mask: Volume
     probability: Volume | None = None
     lung: Volume | None = None
-
-
-def crop_box(ct: Volume, lung: Volume, margin_mm: float) -> tuple[slice, ...]:
-    """Index box of the lungs grown by ``margin_mm`` (mm) on each side."""
-    from covseg.lung import lung_bounding_box
-
-    return tuple(lung_bounding_box(lung.array, ct.spacing, margin_mm))
-
-
-def sub_volume(ct: Volume, box: tuple[slice, ...]) -> Volume:
-    """The crop ``ct.array[box]`` with an affine that keeps every voxel where it was."""
-    shift = np.eye(4)
-    shift[:3, 3] = [s.start or 0 for s in box]
-    return Volume(ct.array[box], ct.affine @ shift)
 
 
 def segment(
