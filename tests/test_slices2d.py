@@ -132,3 +132,27 @@ def test_real_medseg_folder_is_found(shared_data: Path) -> None:
     cases = find_slice_cases(shared_data / "medseg" / "train")
     assert len(cases) == 50
     assert all(c.label is not None and c.label.parent.name == "lesion" for c in cases)
+
+
+def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
+    import torch
+
+    from covseg.model.slices2d_net import train_network
+
+    rng = np.random.default_rng(0)
+    pairs = [_disk_slice(rng, (32, 32)) for _ in range(4)]
+    images = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].float() / 255
+    masks = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].float()
+    plan = _tiny_plan()
+    plan["training"].update(bf16=False)
+
+    def weights(iterations: int, decay: float) -> torch.Tensor:
+        plan["training"].update(iterations=iterations, ema_decay=decay)
+        net = train_network(images, masks, plan, seed=0)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    # The first step is the same in every run (same seed, batch and learning rate); an average
+    # that barely moves (decay ~1) stays at the weights after it, plain training does not.
+    first = weights(1, 0.0)
+    assert torch.allclose(weights(6, 1 - 1e-9), first, atol=1e-6)
+    assert not torch.allclose(weights(6, 0.0), first, atol=1e-3)
