@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from covseg.model.plan import apply_overrides
 from covseg.model.slices2d import cross_validate, load_preset, load_probs, save_probs
 from covseg.model.slices2d_cv import fold_assignment
 from covseg.model.slices2d_eval import choose_min_area, dice
@@ -61,9 +62,16 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--folds", help="comma-separated folds to run (default: all)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="plan override KEY=VALUE (YAML value), e.g. image_size=224; repeatable",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    plan = load_preset()
+    plan = apply_overrides(load_preset(), args.overrides)
     rows: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
 
     def record(name: str, row: dict[str, Any]) -> None:
@@ -82,7 +90,7 @@ def main() -> None:
         rows["recipe_seconds"] = time.perf_counter() - start
         record("teacher (preset, TTA)", scores(folds, truths, "teacher"))
         record("teacher + fine-tune without pseudo-labels", scores(folds, truths, "control"))
-        record("teacher + fine-tune with pseudo-labels", scores(folds, truths, "final"))
+        record("teacher + fine-tune with pseudo-labels", scores(folds, truths, "tta"))
         record("  same, without TTA", scores(folds, truths, "no_tta"))
         probs = [p for r in folds for p in r.probs["final"]]
         best, pp = choose_min_area(probs, [truths[i] for r in folds for i in r.val_index])
@@ -93,14 +101,14 @@ def main() -> None:
         no_aug["training"]["augment"] = False
         no_aug["pseudo_labels"]["enabled"] = False
         _, truths, folds = cross_validate(args.data, no_aug, only)
-        record("teacher without augmentation", scores(folds, truths, "final"))
+        record("teacher without augmentation", scores(folds, truths, "tta"))
         record("  same, without TTA", scores(folds, truths, "no_tta"))
     if "seed1" in parts:
         seed1 = copy.deepcopy(plan)
         seed1["training"]["seed"] = 1
         seed1["pseudo_labels"]["enabled"] = False
         ids, truths, folds = cross_validate(args.data, seed1, only)
-        record("teacher, seed 1", scores(folds, truths, "final"))
+        record("teacher, seed 1", scores(folds, truths, "tta"))
         save_probs(
             args.out.with_suffix(".seed1.npz"),
             {ids[i]: p for r in folds for i, p in zip(r.val_index, r.probs["final"], strict=True)},

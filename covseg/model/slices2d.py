@@ -184,10 +184,15 @@ def train_slices_2d(
             "fold": fold_of[i],
             "dice": dice(p >= threshold, truths[i]),
             "dice_postprocessed": dice(segment(p, threshold, min_area), truths[i]),
+            "dice_tta": dice(r_tta >= threshold, truths[i]),
             "dice_no_tta": dice(r_no_tta >= threshold, truths[i]),
         }
-        for i, p, r_no_tta in zip(
-            index, probs, [q for r in results for q in r.probs["no_tta"]], strict=True
+        for i, p, r_tta, r_no_tta in zip(
+            index,
+            probs,
+            [q for r in results for q in r.probs["tta"]],
+            [q for r in results for q in r.probs["no_tta"]],
+            strict=True,
         )
     ]
     per_fold = {
@@ -195,9 +200,11 @@ def train_slices_2d(
         for r in results
     }
     report = {
-        "metric": "mean per-slice Dice at threshold 0.5 (both empty = 1), out-of-fold, mirror TTA",
+        "metric": "mean per-slice Dice at threshold 0.5 (both empty = 1), out-of-fold, "
+        + ("mirror TTA" if plan["inference"]["tta"] else "no TTA"),
         "dice_per_fold": per_fold,
         "dice_mean": float(np.mean([row["dice"] for row in rows])),
+        "dice_mean_tta": float(np.mean([row["dice_tta"] for row in rows])),
         "dice_mean_no_tta": float(np.mean([row["dice_no_tta"] for row in rows])),
         "dice_mean_postprocessed": pp_scores[min_area],
         "postprocessing_scores": {str(k): v for k, v in pp_scores.items()},
@@ -218,7 +225,8 @@ def train_slices_2d(
     for fold, score in per_fold.items():
         print(f"CV Dice fold {fold}: {score:.4f}")
     print(
-        f"CV Dice mean: {report['dice_mean']:.4f} (no TTA {report['dice_mean_no_tta']:.4f}; "
+        f"CV Dice mean: {report['dice_mean']:.4f} (mirror TTA {report['dice_mean_tta']:.4f}, "
+        f"no TTA {report['dice_mean_no_tta']:.4f}; "
         f"post-processed, min area {min_area:g}: {report['dice_mean_postprocessed']:.4f}); "
         f"{report['train_seconds']:.0f}s",
         flush=True,

@@ -24,8 +24,9 @@ from covseg.model.slices2d_net import predict_probs, restore_size, to_tensor, tr
 class FoldResult:
     """A trained fold: its validation slices, final weights and out-of-fold probability maps.
 
-    ``probs`` maps a variant name to one probability map per validation slice: ``final`` (the
-    fold model with TTA), ``no_tta``, and with pseudo-labels ``teacher`` (before fine-tuning)
+    ``probs`` maps a variant name to one probability map per validation slice: ``tta`` (the
+    fold model with mirror TTA), ``no_tta``, ``final`` (one of those two, as the plan's
+    ``inference.tta`` says), and with pseudo-labels ``teacher`` (before fine-tuning)
     and, when asked for, ``control`` (fine-tuned as long, without the pseudo-labelled slices).
     """
 
@@ -90,7 +91,9 @@ def run_fold(
     val_images, val_shapes = images[val_index], [shapes[i] for i in val_index]
     seed = plan["training"]["seed"] * 100 + fold
     bf16 = plan["training"]["bf16"]
-    net = train_network(images[train_idx], masks[train_idx], plan, seed, log=log)
+    net = train_network(
+        images[train_idx], masks[train_idx], plan, seed, log=log, label=f"fold {fold} "
+    )
     result = FoldResult(fold, val_index, net.state_dict())
     if unlabelled is not None:
         result.probs["teacher"] = _oof([net], val_images, val_shapes, True, bf16)
@@ -110,8 +113,9 @@ def run_fold(
             steps,
         )
         result.state = net.state_dict()
-    result.probs["final"] = _oof([net], val_images, val_shapes, True, bf16)
+    result.probs["tta"] = _oof([net], val_images, val_shapes, True, bf16)
     result.probs["no_tta"] = _oof([net], val_images, val_shapes, False, bf16)
+    result.probs["final"] = result.probs["tta" if plan["inference"]["tta"] else "no_tta"]
     return result
 
 

@@ -66,6 +66,7 @@ def train_network(
     init: dict[str, torch.Tensor] | None = None,
     iterations: int | None = None,
     log: bool = False,
+    label: str = "",
 ) -> torch.nn.Module:
     """Train one network on (N, 1, S, S) ``images`` and ``masks`` (masks may be soft).
 
@@ -78,6 +79,8 @@ def train_network(
         Weights to start from (fine-tuning on pseudo-labels); ``None`` trains from scratch.
     iterations
         Overrides ``training.iterations``.
+    label
+        Prefix of the progress lines (``"fold 2 "``: folds train side by side).
     """
     train = plan["training"]
     torch.manual_seed(seed)
@@ -120,7 +123,10 @@ def train_network(
         running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
         if log and (step + 1) % 50 == 0:
             elapsed = time.perf_counter() - start
-            print(f"    iter {step + 1}/{steps}  loss {running:.3f}  {elapsed:.0f}s", flush=True)
+            print(
+                f"    {label}iter {step + 1}/{steps}  loss {running:.3f}  {elapsed:.0f}s",
+                flush=True,
+            )
     if ema is not None:  # BasicUNet's instance norms keep no running statistics to recompute
         net.load_state_dict(ema.module.state_dict())
     net.eval()
