@@ -16,7 +16,7 @@ def predict(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for <case id>.nii.gz masks."),
     tta: bool | None = typer.Option(None, help="Test-time augmentation (default: the plan's)."),
     lung_crop: bool | None = typer.Option(None, help="Infer inside the lung box (default: plan)."),
-    bf16: bool | None = typer.Option(None, help="bfloat16 autocast on CPUs with native bfloat16 (default: plan)."),
+    bf16: bool | None = typer.Option(None, help="bfloat16 where the CPU has it (default: plan)."),
     probability: bool = typer.Option(False, help="Also write probability/<case id>.nii.gz."),
     burden: bool = typer.Option(True, help="Write burden/<case id>.json (covseg quantify)."),
     workers: int = typer.Option(1, help="Local worker processes."),
