@@ -135,9 +135,7 @@ def _run_folds(
         rest = len(folds) - full
         waves.append((folds[full:], rest, max(1, processes * threads // rest)))
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
-    for wave, workers, each in waves:
-        if not wave:
-            continue
+    for wave, workers, each in waves:  # fold_processes caps processes at len(folds): no empty wave
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             jobs = [pool.submit(_timed_fold, fold, args, each) for fold in wave]
             for job in as_completed(jobs):
