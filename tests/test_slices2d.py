@@ -156,3 +156,25 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
     first = weights(1, 0.0)
     assert torch.allclose(weights(6, 1 - 1e-9), first, atol=1e-6)
     assert not torch.allclose(weights(6, 0.0), first, atol=1e-3)
+
+
+def test_soft_dice_loss_per_batch_and_per_slice() -> None:
+    import torch
+
+    from covseg.model.slices2d_net import _soft_dice_loss
+
+    # Logits so large that the sigmoid is exactly 0 or 1: slice 0 is predicted right (4 pixels),
+    # slice 1 predicts 1 pixel where the truth has 3 others.
+    big = 50.0
+    logits = torch.full((2, 1, 4, 4), -big)
+    target = torch.zeros(2, 1, 4, 4)
+    logits[0, 0, :2, :2] = big
+    target[0, 0, :2, :2] = 1
+    logits[1, 0, 3, 3] = big
+    target[1, 0, 0, :3] = 1
+    # Batch: overlap 4, predicted 5, truth 7 -> 1 - (2*4+1)/(5+7+1).
+    batch = _soft_dice_loss(logits, target, batch=True)
+    assert batch.item() == pytest.approx(1 - 9 / 13, abs=1e-6)
+    # Per slice: 1 - 9/9 = 0 and 1 - 1/5 = 0.8, mean 0.4.
+    per_slice = _soft_dice_loss(logits, target, batch=False)
+    assert per_slice.item() == pytest.approx(0.4, abs=1e-6)

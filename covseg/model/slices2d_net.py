@@ -51,11 +51,12 @@ def to_tensor(images: Sequence[npt.NDArray[Any]], size: int, mask: bool) -> torc
     return torch.cat(out)
 
 
-def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # Batch Dice (sums over the whole batch): stable for slices with small lesions.
+def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, batch: bool) -> torch.Tensor:
+    """Soft Dice loss over the whole batch (``batch``) or the mean of each slice's."""
     prob = torch.sigmoid(logits)
-    inter = (prob * target).sum()
-    return 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+    dims = (0, 1, 2, 3) if batch else (1, 2, 3)
+    inter = (prob * target).sum(dims)
+    return (1 - (2 * inter + 1) / (prob.sum(dims) + target.sum(dims) + 1)).mean()
 
 
 def train_network(
@@ -113,7 +114,9 @@ def train_network(
         with autocast(CPU, bool(train["bf16"])):
             logits = net((x - _MEAN) / _STD)
         logits = logits.float()
-        loss = F.binary_cross_entropy_with_logits(logits, y) + _soft_dice_loss(logits, y)
+        loss = F.binary_cross_entropy_with_logits(logits, y) + _soft_dice_loss(
+            logits, y, batch=bool(train.get("batch_dice", True))
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
