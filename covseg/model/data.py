@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,7 @@ def load_case(case: Case, plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lung_box(
-    image: Volume, label: Volume, plan: dict[str, Any], path: object
+    image: Volume, label: Volume, plan: dict[str, Any], path: Path
 ) -> tuple[Volume, Volume]:
     """Image and label cropped to the lung box that ``covseg predict`` segments in.
 
@@ -91,6 +92,6 @@ def _lung_box(
     """
     from covseg.lung import lung_mask
 
-    lung = lung_mask(image, str(path))  # a scan without lungs: ValueError naming the file
+    lung = lung_mask(image, path)  # a scan without lungs: ValueError naming the file
     box = crop_box(image, lung, float(plan["inference"]["lung_margin_mm"]))
     return sub_volume(image, box), sub_volume(label, box)
