@@ -42,7 +42,7 @@ def _tiny_plan() -> dict[str, Any]:
     plan = load_preset()
     plan["image_size"] = 48
     plan["network"]["features"] = [8, 8, 16, 16, 32, 8]
-    plan["training"].update(folds=2, iterations=60, batch_size=4, learning_rate=0.01)
+    plan["training"].update(folds=2, iterations=60, batch_size=4, learning_rate=0.01, members=2)
     return plan
 
 
@@ -107,6 +107,9 @@ def test_tiny_training_learns_the_easy_case(tiny_model: tuple[Path, Path]) -> No
     plan = yaml.safe_load((model / "plan.yaml").read_text())
     assert plan["preset"] == "slices-2d" and plan["dimensions"] == 2
     assert sorted(p.parent.name for p in model.glob("fold_*/model.pt")) == ["fold_0", "fold_1"]
+    # Two networks a fold (training.members), both kept for the ensemble.
+    assert sorted(p.parent.name for p in model.glob("fold_*/model_1.pt")) == ["fold_0", "fold_1"]
+    assert report["networks_per_fold"] == 2 and report["iterations_per_network"] == 60
     probs = load_probs(model / "cv_probs.npz")
     assert sorted(probs) == sorted(map(str, range(8)))
     assert all(0 <= p.min() and p.max() <= 1 for p in probs.values())
@@ -178,3 +181,76 @@ def test_soft_dice_loss_per_batch_and_per_slice() -> None:
     # Per slice: 1 - 9/9 = 0 and 1 - 1/5 = 0.8, mean 0.4.
     per_slice = _soft_dice_loss(logits, target, batch=False)
     assert per_slice.item() == pytest.approx(0.4, abs=1e-6)
+
+
+def test_augmentation_probability_leaves_the_other_samples_as_they_are() -> None:
+    import torch
+
+    from covseg.model.slices2d_augment import augment
+
+    cfg = {**load_preset()["augmentation"], "elastic": 0.0}
+    x = torch.rand(64, 1, 24, 24)
+    y = (torch.rand(64, 1, 24, 24) > 0.7).float()
+
+    def changed(probability: float) -> torch.Tensor:
+        xa, ya = augment(
+            x, y, {**cfg, "probability": probability}, torch.Generator().manual_seed(3)
+        )
+        same = (xa == x).flatten(1).all(1) & (ya == y).flatten(1).all(1)
+        return ~same
+
+    assert not changed(0.0).any()
+    assert changed(1.0).all()  # noise alone changes every augmented image
+    share = changed(0.5).float().mean().item()
+    assert 0.25 < share < 0.75  # 64 coin flips at p = 0.5
+
+
+def test_iterations_shrink_to_fit_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import covseg.model.slices2d as slices2d
+
+    plan = load_preset()
+    plan["training"].update(iterations=450, members=2, fold_processes=1, max_minutes=1.0)
+    monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: 0.01)
+    # 5 folds one after another, 2 networks each: 60 s x 0.9 / (10 x 0.01 s x 1.3) = 415.
+    assert slices2d.fit_iterations(plan, 5) == (415, 0.01)
+    monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: 0.001)
+    assert slices2d.fit_iterations(plan, 5)[0] == 450  # never more than the plan's
+    monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: 10.0)
+    assert slices2d.fit_iterations(plan, 5)[0] == slices2d.MIN_ITERATIONS
+    plan["training"]["max_minutes"] = None
+    assert slices2d.fit_iterations(plan, 5)[0] == 450
+
+
+def test_step_time_is_measured_on_the_plans_network() -> None:
+    from covseg.model.slices2d import step_seconds
+
+    plan = _tiny_plan()
+    small = step_seconds(plan, threads=1, steps=3)
+    plan["image_size"] = 96  # four times the pixels
+    assert 0 < small < step_seconds(plan, threads=1, steps=3)
+
+
+def test_keep_aspect_pads_to_a_centred_square_and_restores_the_slice() -> None:
+    from covseg.model.slices2d_net import restore_size, to_tensor
+
+    mask = np.zeros((30, 50), dtype=bool)
+    mask[5:10, 20:40] = True
+    image = np.full((30, 50), 100, dtype=np.uint8)
+    image[0] = 200  # the top edge: repeated into the padding above it
+    padded = to_tensor([mask], 50, mask=True, keep_aspect=True)[0, 0]
+    assert padded.shape == (50, 50)
+    assert padded[:10].sum() == 0 and padded[40:].sum() == 0  # 10 rows of background each side
+    assert padded[15:20, 20:40].all()  # the lesion, shifted down by 10 rows, not stretched
+    grey = to_tensor([image], 50, mask=False, keep_aspect=True)[0, 0]
+    assert torch_allclose(grey[:11], 200 / 255) and torch_allclose(grey[11:40], 100 / 255)
+    assert np.array_equal(restore_size(padded, mask.shape, keep_aspect=True) > 0.5, mask)
+    # Through a coarser grid and back, a lesion comes back where it was, not shifted (its edge
+    # voxels may be lost to the half-resolution grid).
+    mask[10:20, 5:15] = True
+    small = to_tensor([mask], 25, mask=True, keep_aspect=True)[0, 0]
+    back = restore_size(small, mask.shape, keep_aspect=True) > 0.5
+    assert not (back & ~mask).any() and back.sum() > 0.75 * mask.sum()
+
+
+def torch_allclose(t: Any, value: float) -> bool:
+    return bool(np.allclose(np.asarray(t), value, atol=1e-6))

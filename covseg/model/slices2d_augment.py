@@ -74,8 +74,18 @@ def intensity(x: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator) -> tor
 def augment(
     x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch of images ``x`` and masks ``y`` (both (B, 1, S, S)) together."""
+    """Augment a batch of images ``x`` and masks ``y`` (both (B, 1, S, S)) together.
+
+    ``cfg["probability"]`` (default 1) is the share of the samples augmented; the others pass
+    unchanged, so the network also sees the slices as they are (nnU-Net draws each transform
+    with a probability for the same reason).
+    """
     grid = spatial_grid(x.shape[0], x.shape[-1], cfg, gen)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return intensity(x, cfg, gen), (y > 0.5).float()
+    xa = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    ya = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    xa, ya = intensity(xa, cfg, gen), (ya > 0.5).float()
+    probability = float(cfg.get("probability", 1.0))
+    if probability >= 1.0:
+        return xa, ya
+    chosen = (torch.rand(x.shape[0], generator=gen) < probability).view(-1, 1, 1, 1)
+    return torch.where(chosen, xa, x), torch.where(chosen, ya, y)

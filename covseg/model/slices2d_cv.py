@@ -1,8 +1,9 @@
 """K-fold cross-validation of the ``slices-2d`` recipe, with the optional pseudo-label stage.
 
-Each fold trains a teacher on the other folds' slices; with pseudo-labels enabled, the teacher
-labels the unlabelled slices (mirror TTA, threshold 0.5) and is fine-tuned on labelled plus
-pseudo-labelled slices. Out-of-fold probabilities are kept at the slices' original sizes, so the
+Each fold trains ``training.members`` networks (seeds apart) on the other folds' slices and
+scores their mean probability; with pseudo-labels enabled, these teachers label the unlabelled
+slices (mirror TTA, threshold 0.5) and each is fine-tuned on labelled plus pseudo-labelled
+slices. Out-of-fold probabilities are kept at the slices' original sizes, so the
 Dice is measured exactly as it would be on new slices.
 """
 
@@ -22,17 +23,17 @@ from covseg.model.slices2d_net import predict_probs, restore_size, to_tensor, tr
 
 @dataclass
 class FoldResult:
-    """A trained fold: its validation slices, final weights and out-of-fold probability maps.
+    """A trained fold: its validation slices, its members' weights and out-of-fold probabilities.
 
     ``probs`` maps a variant name to one probability map per validation slice: ``tta`` (the
-    fold model with mirror TTA), ``no_tta``, ``final`` (one of those two, as the plan's
+    fold's members with mirror TTA), ``no_tta``, ``final`` (one of those two, as the plan's
     ``inference.tta`` says), and with pseudo-labels ``teacher`` (before fine-tuning)
     and, when asked for, ``control`` (fine-tuned as long, without the pseudo-labelled slices).
     """
 
     fold: int
     val_index: list[int]
-    state: dict[str, torch.Tensor]
+    states: list[dict[str, torch.Tensor]]
     probs: dict[str, list[npt.NDArray[np.float32]]] = field(default_factory=dict)
 
 
@@ -69,9 +70,10 @@ def _oof(
     shapes: list[tuple[int, ...]],
     tta: bool,
     bf16: bool,
+    keep_aspect: bool,
 ) -> list[npt.NDArray[np.float32]]:
     probs = predict_probs(nets, images, tta=tta, bf16=bf16)
-    return [restore_size(p, s) for p, s in zip(probs, shapes, strict=True)]
+    return [restore_size(p, s, keep_aspect) for p, s in zip(probs, shapes, strict=True)]
 
 
 def run_fold(
@@ -89,39 +91,68 @@ def run_fold(
     train_idx = torch.from_numpy(np.flatnonzero(assignment != fold))
     val_index = np.flatnonzero(assignment == fold).tolist()
     val_images, val_shapes = images[val_index], [shapes[i] for i in val_index]
-    seed = plan["training"]["seed"] * 100 + fold
+    # Member 0 keeps the seed of a one-member plan, so members=1 reproduces it exactly.
+    seeds = [plan["training"]["seed"] * 100 + fold + 1000 * m for m in range(members(plan))]
     bf16 = plan["training"]["bf16"]
-    net = train_network(
-        images[train_idx], masks[train_idx], plan, seed, log=log, label=f"fold {fold} "
-    )
-    result = FoldResult(fold, val_index, net.state_dict())
+    aspect = bool(plan.get("keep_aspect", False))
+    nets = [
+        train_network(
+            images[train_idx],
+            masks[train_idx],
+            plan,
+            seed,
+            log=log,
+            label=f"fold {fold} " + (f"member {m} " if len(seeds) > 1 else ""),
+        )
+        for m, seed in enumerate(seeds)
+    ]
+    result = FoldResult(fold, val_index, [net.state_dict() for net in nets])
     if unlabelled is not None:
-        result.probs["teacher"] = _oof([net], val_images, val_shapes, True, bf16)
-        pseudo = (predict_probs([net], unlabelled, tta=True, bf16=bf16) >= 0.5).float()[:, None]
+        result.probs["teacher"] = _oof(nets, val_images, val_shapes, True, bf16, aspect)
+        pseudo = (predict_probs(nets, unlabelled, tta=True, bf16=bf16) >= 0.5).float()[:, None]
         steps = plan["pseudo_labels"]["iterations"]
         if control:
-            ctrl = train_network(
-                images[train_idx], masks[train_idx], plan, seed + 1, result.state, steps
+            controls = [
+                train_network(images[train_idx], masks[train_idx], plan, seed + 1, state, steps)
+                for seed, state in zip(seeds, result.states, strict=True)
+            ]
+            result.probs["control"] = _oof(controls, val_images, val_shapes, True, bf16, aspect)
+        nets = [
+            train_network(
+                torch.cat([images[train_idx], unlabelled]),
+                torch.cat([masks[train_idx], pseudo]),
+                plan,
+                seed + 1,
+                state,
+                steps,
             )
-            result.probs["control"] = _oof([ctrl], val_images, val_shapes, True, bf16)
-        net = train_network(
-            torch.cat([images[train_idx], unlabelled]),
-            torch.cat([masks[train_idx], pseudo]),
-            plan,
-            seed + 1,
-            result.state,
-            steps,
-        )
-        result.state = net.state_dict()
-    result.probs["tta"] = _oof([net], val_images, val_shapes, True, bf16)
-    result.probs["no_tta"] = _oof([net], val_images, val_shapes, False, bf16)
+            for seed, state in zip(seeds, result.states, strict=True)
+        ]
+        result.states = [net.state_dict() for net in nets]
+    result.probs["tta"] = _oof(nets, val_images, val_shapes, True, bf16, aspect)
+    result.probs["no_tta"] = _oof(nets, val_images, val_shapes, False, bf16, aspect)
     result.probs["final"] = result.probs["tta" if plan["inference"]["tta"] else "no_tta"]
     return result
 
 
+def members(plan: dict[str, Any]) -> int:
+    """Networks trained per fold (``training.members``, default 1)."""
+    count = int(plan["training"].get("members", 1))
+    if count < 1:
+        raise ValueError(f"training.members must be at least 1, got {count}")
+    return count
+
+
 def prepare(
-    images: list[npt.NDArray[np.uint8]], masks: list[npt.NDArray[np.bool_]], size: int
+    images: list[npt.NDArray[np.uint8]],
+    masks: list[npt.NDArray[np.bool_]],
+    size: int,
+    keep_aspect: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]]:
     """Resized image and mask tensors (N, 1, S, S) and the original shapes."""
     shapes = [tuple(i.shape) for i in images]
-    return to_tensor(images, size, mask=False), to_tensor(masks, size, mask=True), shapes
+    return (
+        to_tensor(images, size, mask=False, keep_aspect=keep_aspect),
+        to_tensor(masks, size, mask=True, keep_aspect=keep_aspect),
+        shapes,
+    )
