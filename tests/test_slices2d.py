@@ -205,20 +205,31 @@ def test_augmentation_probability_leaves_the_other_samples_as_they_are() -> None
     assert 0.25 < share < 0.75  # 64 coin flips at p = 0.5
 
 
-def test_iterations_shrink_to_fit_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ensemble_then_the_iterations_shrink_to_fit_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import covseg.model.slices2d as slices2d
 
     plan = load_preset()
     plan["training"].update(iterations=450, members=2, fold_processes=1, max_minutes=1.0)
-    monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: 0.01)
-    # 5 folds one after another, 2 networks each: 60 s x 0.9 / (10 x 0.01 s x 1.3) = 415.
-    assert slices2d.fit_iterations(plan, 5) == (415, 0.01)
-    monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: 0.001)
-    assert slices2d.fit_iterations(plan, 5)[0] == 450  # never more than the plan's
-    monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: 10.0)
-    assert slices2d.fit_iterations(plan, 5)[0] == slices2d.MIN_ITERATIONS
+
+    def fit(step: float) -> tuple[int, int]:
+        monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: step)
+        members, iterations, measured = slices2d.fit_budget(plan, 5)
+        assert measured == step
+        return members, iterations
+
+    # 5 folds one after another: 60 s x 0.9 / (5 x step x 1.3) iterations a fold.
+    assert fit(0.001) == (2, 450)  # never more than the plan's
+    assert fit(0.0045) == (2, 450)  # 1846 iterations a fold: 2 x 450 fit
+    assert fit(0.01) == (1, 450)  # 830: one full network rather than two of 415
+    assert fit(0.02) == (1, 415)  # 415: one network, cut short
+    assert fit(10.0) == (1, slices2d.MIN_ITERATIONS)
+    # 5 folds on 2 processes: two full waves and a last one of a single fold (0.75 of a wave).
+    plan["training"]["fold_processes"] = 2
+    assert fit(0.02) == (1, 450)  # 60 x 0.9 / (2.75 x 0.02 x 1.3) = 755
     plan["training"]["max_minutes"] = None
-    assert slices2d.fit_iterations(plan, 5)[0] == 450
+    assert slices2d.fit_budget(plan, 5)[:2] == (2, 450)
 
 
 def test_step_time_is_measured_on_the_plans_network() -> None:
@@ -228,29 +239,3 @@ def test_step_time_is_measured_on_the_plans_network() -> None:
     small = step_seconds(plan, threads=1, steps=3)
     plan["image_size"] = 96  # four times the pixels
     assert 0 < small < step_seconds(plan, threads=1, steps=3)
-
-
-def test_keep_aspect_pads_to_a_centred_square_and_restores_the_slice() -> None:
-    from covseg.model.slices2d_net import restore_size, to_tensor
-
-    mask = np.zeros((30, 50), dtype=bool)
-    mask[5:10, 20:40] = True
-    image = np.full((30, 50), 100, dtype=np.uint8)
-    image[0] = 200  # the top edge: repeated into the padding above it
-    padded = to_tensor([mask], 50, mask=True, keep_aspect=True)[0, 0]
-    assert padded.shape == (50, 50)
-    assert padded[:10].sum() == 0 and padded[40:].sum() == 0  # 10 rows of background each side
-    assert padded[15:20, 20:40].all()  # the lesion, shifted down by 10 rows, not stretched
-    grey = to_tensor([image], 50, mask=False, keep_aspect=True)[0, 0]
-    assert torch_allclose(grey[:11], 200 / 255) and torch_allclose(grey[11:40], 100 / 255)
-    assert np.array_equal(restore_size(padded, mask.shape, keep_aspect=True) > 0.5, mask)
-    # Through a coarser grid and back, a lesion comes back where it was, not shifted (its edge
-    # voxels may be lost to the half-resolution grid).
-    mask[10:20, 5:15] = True
-    small = to_tensor([mask], 25, mask=True, keep_aspect=True)[0, 0]
-    back = restore_size(small, mask.shape, keep_aspect=True) > 0.5
-    assert not (back & ~mask).any() and back.sum() > 0.75 * mask.sum()
-
-
-def torch_allclose(t: Any, value: float) -> bool:
-    return bool(np.allclose(np.asarray(t), value, atol=1e-6))

@@ -26,7 +26,11 @@ def train(
         None, help="Fold to train (0..folds-1) or 'all' (default: all for slices-2d, else 0)."
     ),
     epochs: int | None = typer.Option(None, help="Override training.epochs."),
-    max_minutes: float | None = typer.Option(None, help="Stop after the epoch that passes this."),
+    max_minutes: float | None = typer.Option(
+        None,
+        help="Wall-clock budget: 3D presets stop after the epoch that passes it; slices-2d "
+        "fits its networks per fold and iterations to it.",
+    ),
     set_: list[str] = typer.Option([], "--set", help="Override a plan value: SECTION.KEY=VALUE."),
     extra: list[Path] = typer.Option(
         [], help="Extra training-only cases, e.g. a `covseg pseudo-label` folder (repeatable)."

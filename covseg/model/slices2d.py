@@ -71,10 +71,9 @@ def cross_validate(
     if len(cases) < k:
         raise ValueError(f"{data_dir}: {len(cases)} slices, fewer than {k} folds")
     size = plan["image_size"]
-    aspect = bool(plan.get("keep_aspect", False))
-    images, masks, shapes = prepare([p[0] for p in pairs], [p[1] for p in pairs], size, aspect)
+    images, masks, shapes = prepare([p[0] for p in pairs], [p[1] for p in pairs], size)
     extra = read_unlabelled(data_dir, plan)
-    unlabelled = to_tensor(extra, size, mask=False, keep_aspect=aspect) if extra else None
+    unlabelled = to_tensor(extra, size, mask=False) if extra else None
     assignment = fold_assignment(len(cases), k, plan["training"]["split_seed"])
     wanted = folds if folds is not None else list(range(k))
     for fold in wanted:
@@ -113,6 +112,9 @@ def fold_processes(n_folds: int, setting: int | str | None) -> tuple[int, int]:
 #: Slow-down of a training step when folds train side by side (shared caches and memory
 #: bandwidth): measured 0.26 s a step side by side against 0.20 s alone.
 SIDE_BY_SIDE = 1.3
+#: Duration of a last, partial wave of folds (which share all the cores) relative to a full
+#: one: measured 0.63-0.70 (one fold on 2 threads against two side by side on 1 each).
+PARTIAL_WAVE = 0.75
 #: Share of ``training.max_minutes`` kept for loading, out-of-fold prediction and the report.
 RESERVE = 0.1
 #: Fewest iterations a network is given, whatever the budget says.
@@ -144,26 +146,29 @@ def step_seconds(plan: dict[str, Any], threads: int, steps: int = 5) -> float:
     return max(times[1] - times[0], 1e-6) / steps
 
 
-def fit_iterations(plan: dict[str, Any], n_folds: int) -> tuple[int, float]:
-    """Iterations per network that fit ``training.max_minutes`` here, and the step time (s).
+def fit_budget(plan: dict[str, Any], n_folds: int) -> tuple[int, int, float]:
+    """Networks per fold and iterations per network that fit ``training.max_minutes`` here.
 
-    The plan's ``training.iterations`` is the most a network gets (a fast machine trains exactly
-    the preset); on a slower one the count shrinks so that all folds, each with
-    ``training.members`` networks, train within the budget. Without ``max_minutes`` the count is
-    the plan's. The count used is written to the model's ``plan.yaml``, so ``--set
-    training.iterations=N --set training.max_minutes=null`` repeats a run anywhere.
+    Returns ``(members, iterations, step_seconds)``. The plan's ``training.members`` and
+    ``training.iterations`` are the most a run gets (a fast machine trains exactly the preset).
+    On a slower one the ensemble shrinks first, since a fully trained network is worth more than
+    two half-trained ones; only when a single network a fold does not fit are its iterations cut.
+    Without ``max_minutes`` the plan's values stand. The values used are written to the model's
+    ``plan.yaml``, so ``--set training.max_minutes=null`` with them repeats a run anywhere.
     """
     train = plan["training"]
-    cap = int(train["iterations"])
+    cap, wanted = int(train["iterations"]), members(plan)
     budget = train.get("max_minutes")
     if not budget:
-        return cap, float("nan")
+        return wanted, cap, float("nan")
     processes, threads = fold_processes(n_folds, train.get("fold_processes"))
-    waves = -(-n_folds // processes)  # the last, partial wave counted as a full one
+    full, rest = divmod(n_folds, processes)
+    waves = full + (PARTIAL_WAVE if rest else 0.0)
     step = step_seconds(plan, threads)
-    networks = waves * members(plan)
-    fit = 60.0 * float(budget) * (1 - RESERVE) / (networks * step * SIDE_BY_SIDE)
-    return max(MIN_ITERATIONS, min(cap, int(fit))), step
+    # Iterations the budget buys for one network in each fold.
+    steps = 60.0 * float(budget) * (1 - RESERVE) / (waves * step * SIDE_BY_SIDE)
+    count = max(1, min(wanted, int(steps // cap)))
+    return count, max(MIN_ITERATIONS, min(cap, int(steps / count))), step
 
 
 def _timed_fold(fold: int, args: tuple[Any, ...], threads: int) -> tuple[FoldResult, float]:
@@ -224,15 +229,16 @@ def train_slices_2d(
     """
     start = time.perf_counter()
     n_folds = len(folds) if folds is not None else int(plan["training"]["folds"])
-    iterations, step = fit_iterations(plan, n_folds)
-    if iterations != plan["training"]["iterations"]:
+    count, iterations, step = fit_budget(plan, n_folds)
+    if (count, iterations) != (members(plan), plan["training"]["iterations"]):
         print(
-            f"{iterations} iterations a network instead of {plan['training']['iterations']}: "
-            f"a step takes {step:.2f} s here, and {n_folds} folds x {members(plan)} networks "
-            f"must fit training.max_minutes={plan['training']['max_minutes']}",
+            f"{count} network(s) a fold x {iterations} iterations instead of "
+            f"{members(plan)} x {plan['training']['iterations']}: a training step takes "
+            f"{step:.2f} s here, and {n_folds} folds must fit "
+            f"training.max_minutes={plan['training']['max_minutes']}",
             flush=True,
         )
-    plan = {**plan, "training": {**plan["training"], "iterations": iterations}}
+    plan = {**plan, "training": {**plan["training"], "members": count, "iterations": iterations}}
     ids, truths, results = cross_validate(data_dir, plan, folds, progress=progress)
     model_dir.mkdir(parents=True, exist_ok=True)
     for result in results:
@@ -371,10 +377,10 @@ def predict_slices_2d(
     written = []
     for path in _expand(inputs):
         image, box = _read_for_prediction(path)
-        aspect = bool(plan.get("keep_aspect", False))
-        x = to_tensor([image], plan["image_size"], mask=False, keep_aspect=aspect)
-        raw = predict_probs(nets, x, inference["tta"], plan["training"]["bf16"])[0]
-        prob = restore_size(raw, image.shape, aspect)
+        x = to_tensor([image], plan["image_size"], mask=False)
+        prob = restore_size(
+            predict_probs(nets, x, inference["tta"], plan["training"]["bf16"])[0], image.shape
+        )
         mask = segment(prob, inference["threshold"], inference.get("min_area_fraction", 0.0))
         if box is not None:
             full = np.zeros(read_hu(path).shape, dtype=bool)

@@ -70,10 +70,9 @@ def _oof(
     shapes: list[tuple[int, ...]],
     tta: bool,
     bf16: bool,
-    keep_aspect: bool,
 ) -> list[npt.NDArray[np.float32]]:
     probs = predict_probs(nets, images, tta=tta, bf16=bf16)
-    return [restore_size(p, s, keep_aspect) for p, s in zip(probs, shapes, strict=True)]
+    return [restore_size(p, s) for p, s in zip(probs, shapes, strict=True)]
 
 
 def run_fold(
@@ -94,7 +93,6 @@ def run_fold(
     # Member 0 keeps the seed of a one-member plan, so members=1 reproduces it exactly.
     seeds = [plan["training"]["seed"] * 100 + fold + 1000 * m for m in range(members(plan))]
     bf16 = plan["training"]["bf16"]
-    aspect = bool(plan.get("keep_aspect", False))
     nets = [
         train_network(
             images[train_idx],
@@ -108,7 +106,7 @@ def run_fold(
     ]
     result = FoldResult(fold, val_index, [net.state_dict() for net in nets])
     if unlabelled is not None:
-        result.probs["teacher"] = _oof(nets, val_images, val_shapes, True, bf16, aspect)
+        result.probs["teacher"] = _oof(nets, val_images, val_shapes, True, bf16)
         pseudo = (predict_probs(nets, unlabelled, tta=True, bf16=bf16) >= 0.5).float()[:, None]
         steps = plan["pseudo_labels"]["iterations"]
         if control:
@@ -116,7 +114,7 @@ def run_fold(
                 train_network(images[train_idx], masks[train_idx], plan, seed + 1, state, steps)
                 for seed, state in zip(seeds, result.states, strict=True)
             ]
-            result.probs["control"] = _oof(controls, val_images, val_shapes, True, bf16, aspect)
+            result.probs["control"] = _oof(controls, val_images, val_shapes, True, bf16)
         nets = [
             train_network(
                 torch.cat([images[train_idx], unlabelled]),
@@ -129,8 +127,8 @@ def run_fold(
             for seed, state in zip(seeds, result.states, strict=True)
         ]
         result.states = [net.state_dict() for net in nets]
-    result.probs["tta"] = _oof(nets, val_images, val_shapes, True, bf16, aspect)
-    result.probs["no_tta"] = _oof(nets, val_images, val_shapes, False, bf16, aspect)
+    result.probs["tta"] = _oof(nets, val_images, val_shapes, True, bf16)
+    result.probs["no_tta"] = _oof(nets, val_images, val_shapes, False, bf16)
     result.probs["final"] = result.probs["tta" if plan["inference"]["tta"] else "no_tta"]
     return result
 
@@ -144,15 +142,8 @@ def members(plan: dict[str, Any]) -> int:
 
 
 def prepare(
-    images: list[npt.NDArray[np.uint8]],
-    masks: list[npt.NDArray[np.bool_]],
-    size: int,
-    keep_aspect: bool = False,
+    images: list[npt.NDArray[np.uint8]], masks: list[npt.NDArray[np.bool_]], size: int
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]]:
     """Resized image and mask tensors (N, 1, S, S) and the original shapes."""
     shapes = [tuple(i.shape) for i in images]
-    return (
-        to_tensor(images, size, mask=False, keep_aspect=keep_aspect),
-        to_tensor(masks, size, mask=True, keep_aspect=keep_aspect),
-        shapes,
-    )
+    return to_tensor(images, size, mask=False), to_tensor(masks, size, mask=True), shapes

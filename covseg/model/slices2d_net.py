@@ -38,29 +38,14 @@ def make_network(cfg: dict[str, Any]) -> torch.nn.Module:
     )
 
 
-def _padding(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding that makes a ``shape`` (rows, columns) slice square."""
-    rows, cols = shape
-    side = max(rows, cols)
-    top, left = (side - rows) // 2, (side - cols) // 2
-    return left, side - cols - left, top, side - rows - top
-
-
-def to_tensor(
-    images: Sequence[npt.NDArray[Any]], size: int, mask: bool, keep_aspect: bool = False
-) -> torch.Tensor:
+def to_tensor(images: Sequence[npt.NDArray[Any]], size: int, mask: bool) -> torch.Tensor:
     """Stack 2D arrays resized to ``size`` x ``size`` into (N, 1, S, S) floats.
 
     Images become grey values in [0, 1] (antialiased bilinear); masks 0/1 (bilinear, then > 0.5).
-    With ``keep_aspect`` a slice is first padded to a square, centred (images repeat their edge
-    pixels, masks get background), so that anatomy keeps its shape whatever the crop's aspect.
     """
     out = []
     for array in images:
         t = torch.from_numpy(np.asarray(array, dtype=np.float32))[None, None]
-        if keep_aspect:
-            pad = _padding(t.shape[-2:])
-            t = F.pad(t, pad, mode="constant", value=0.0) if mask else F.pad(t, pad, "replicate")
         t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True)
         out.append((t > 0.5).float() if mask else t / 255.0)
     return torch.cat(out)
@@ -174,15 +159,7 @@ def predict_probs(
     return total
 
 
-def restore_size(
-    prob: torch.Tensor, shape: tuple[int, ...], keep_aspect: bool = False
-) -> npt.NDArray[np.float32]:
-    """Resize one (S, S) probability map back to the slice's original ``shape``.
-
-    ``keep_aspect`` undoes :func:`to_tensor`'s padding: resize to the padded square, then crop.
-    """
-    rows, cols = shape
-    left, _, top, _ = _padding(shape) if keep_aspect else (0, 0, 0, 0)
-    size = (max(shape), max(shape)) if keep_aspect else (rows, cols)
-    out = F.interpolate(prob[None, None], size=size, mode="bilinear", align_corners=False)
-    return out[0, 0, top : top + rows, left : left + cols].numpy()
+def restore_size(prob: torch.Tensor, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """Resize one (S, S) probability map back to the slice's original ``shape``."""
+    out = F.interpolate(prob[None, None], size=tuple(shape), mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()
