@@ -239,3 +239,36 @@ def test_step_time_is_measured_on_the_plans_network() -> None:
     small = step_seconds(plan, threads=1, steps=3)
     plan["image_size"] = 96  # four times the pixels
     assert 0 < small < step_seconds(plan, threads=1, steps=3)
+
+
+def test_train_command_names_a_bad_mask_or_plan_value_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from covseg.cli import app
+
+    data = _write_folder(tmp_path / "train", 6)
+    Image.fromarray(np.zeros((7, 9), dtype=np.uint8)).save(data / "lesion" / "3.png")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["train", str(data), "-o", str(tmp_path / "m"), "--preset", "slices-2d"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "3.png: mask size (9, 7) differs from image" in result.output
+    assert "Traceback" not in result.output
+    (data / "lesion" / "3.png").unlink()
+    _write_folder(tmp_path / "ok", 6)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "ok"),
+            "-o",
+            str(tmp_path / "m"),
+            "--preset",
+            "slices-2d",
+            "--set",
+            "training.members=0",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "training.members must be at least 1, got 0" in result.output

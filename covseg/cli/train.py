@@ -75,7 +75,10 @@ def train(
     if plan.get("dimensions") == 2:
         from covseg.model.slices2d import train_slices_2d
 
-        train_slices_2d(data_dir, output, plan, None if fold == "all" else folds, progress)
+        try:  # bad slices, masks or plan values: one line naming the file or the value
+            train_slices_2d(data_dir, output, plan, None if fold == "all" else folds, progress)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         return
     try:
         cases = find_cases(data_dir, require_labels=True)

@@ -153,7 +153,8 @@ def fit_budget(plan: dict[str, Any], n_folds: int) -> tuple[int, int, float]:
     ``training.iterations`` are the most a run gets (a fast machine trains exactly the preset).
     On a slower one the ensemble shrinks first, since a fully trained network is worth more than
     two half-trained ones; only when a single network a fold does not fit are its iterations cut.
-    Without ``max_minutes`` the plan's values stand. The values used are written to the model's
+    The optional pseudo-label fine-tuning is not counted. Without ``max_minutes`` the plan's
+    values stand. The values used are written to the model's
     ``plan.yaml``, so ``--set training.max_minutes=null`` with them repeats a run anywhere.
     """
     train = plan["training"]
