@@ -272,3 +272,22 @@ def test_train_command_names_a_bad_mask_or_plan_value_in_one_line(tmp_path: Path
     )
     assert result.exit_code == 1
     assert "training.members must be at least 1, got 0" in result.output
+
+
+def test_pseudo_label_stage_fine_tunes_every_member(tmp_path: Path) -> None:
+    from covseg.model.slices2d import cross_validate
+
+    _write_folder(tmp_path / "train", 6)
+    _write_folder(tmp_path / "unlabelled", 4, seed=5)
+    plan = _tiny_plan()
+    plan["training"].update(iterations=20, fold_processes=1)
+    plan["pseudo_labels"].update(enabled=True, unlabelled_dir="../unlabelled/images", iterations=10)
+    _, _, (result,) = cross_validate(tmp_path / "train", plan, [0], control=True)
+    assert len(result.states) == 2
+    assert set(result.probs) == {"teacher", "control", "tta", "no_tta", "final"}
+    # Fine-tuning (with or without the pseudo-labelled slices) changes the teachers' output.
+    for variant in ("control", "tta"):  # all three with mirror TTA
+        assert any(
+            not np.array_equal(a, b)
+            for a, b in zip(result.probs["teacher"], result.probs[variant], strict=True)
+        )

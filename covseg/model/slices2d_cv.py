@@ -108,24 +108,22 @@ def run_fold(
     if unlabelled is not None:
         result.probs["teacher"] = _oof(nets, val_images, val_shapes, True, bf16)
         pseudo = (predict_probs(nets, unlabelled, tta=True, bf16=bf16) >= 0.5).float()[:, None]
-        steps = plan["pseudo_labels"]["iterations"]
-        if control:
-            controls = [
-                train_network(images[train_idx], masks[train_idx], plan, seed + 1, state, steps)
-                for seed, state in zip(seeds, result.states, strict=True)
+        teachers = result.states
+
+        def fine_tune(x: torch.Tensor, y: torch.Tensor) -> list[torch.nn.Module]:
+            """Each teacher trained further on ``x``, ``y`` for the pseudo-label stage's steps."""
+            steps = plan["pseudo_labels"]["iterations"]
+            return [
+                train_network(x, y, plan, seed + 1, state, steps)
+                for seed, state in zip(seeds, teachers, strict=True)
             ]
+
+        if control:
+            controls = fine_tune(images[train_idx], masks[train_idx])
             result.probs["control"] = _oof(controls, val_images, val_shapes, True, bf16)
-        nets = [
-            train_network(
-                torch.cat([images[train_idx], unlabelled]),
-                torch.cat([masks[train_idx], pseudo]),
-                plan,
-                seed + 1,
-                state,
-                steps,
-            )
-            for seed, state in zip(seeds, result.states, strict=True)
-        ]
+        nets = fine_tune(
+            torch.cat([images[train_idx], unlabelled]), torch.cat([masks[train_idx], pseudo])
+        )
         result.states = [net.state_dict() for net in nets]
     result.probs["tta"] = _oof(nets, val_images, val_shapes, True, bf16)
     result.probs["no_tta"] = _oof(nets, val_images, val_shapes, False, bf16)
