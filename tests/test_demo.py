@@ -23,7 +23,7 @@ def _demo(folder: Path, *extra: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One tiny demo run shared by the tests (about a minute on 2 idle cores)."""
+    """One tiny demo run shared by the tests (about 90 s on 2 idle cores)."""
     folder = tmp_path_factory.mktemp("demo") / "out"
     code, output = _demo(folder)
     assert code == 0, output
@@ -66,14 +66,26 @@ def test_training_learns_and_the_metrics_and_ranking_are_sane(demo_run: tuple[Pa
         assert set(table["subset"]) == {"seen", "unseen"}
         assert table["dice"].between(0, 1).all() and table["nsd"].between(0, 1).all()
         dice[name] = table["dice"].mean()
-    # The tiny run's 15 epochs are too few to find lesions reliably, but the loss must fall.
     log = pd.read_csv(folder / "model" / "fold_0" / "log.csv")
-    assert len(log) == 15 and log["loss"].iloc[-1] < 0.8 * log["loss"].iloc[0]
+    assert len(log) == 100 and log["loss"].iloc[-1] < 0.8 * log["loss"].iloc[0]
     # aggregate-then-rank on Dice (seen cases) puts the best mean first.
     ranks = pd.read_csv(folder / "ranking" / "rankings.csv")
     task = ranks[(ranks.method == "aggregate-then-rank") & (ranks.task == "dice_seen")]
     best = max(dice, key=lambda name: _mean_dice(folder, name, "seen"))
     assert task.sort_values("rank").iloc[0]["algorithm"] == best
+
+
+def test_the_trained_model_beats_the_weakest_simulated_team(demo_run: tuple[Path, str]) -> None:
+    """On the seen cases (its own domain) the model is above the worst team: it learned lesions.
+
+    Measured with seeds 0-2: model 0.40, 0.59, 0.37 against the worst team's 0.26, 0.40, 0.23
+    (under-segmentation); a model that finds nothing scores 0 and one that marks the whole lung
+    0.04-0.08 (seeds 1-2). The unseen cases (source B) are the domain shift the demo shows, not a bar.
+    """
+    folder, _ = demo_run
+    model = _mean_dice(folder, MODEL_NAME, "seen")
+    worst = min(_mean_dice(folder, name, "seen") for name in TEAMS)
+    assert model > worst > 0.1, (model, worst)
 
 
 def _mean_dice(folder: Path, name: str, subset: str) -> float:

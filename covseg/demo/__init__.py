@@ -35,7 +35,7 @@ __all__ = ["MODEL_NAME", "STAGES", "DemoConfig", "DemoFolderError", "make_config
 MODEL_NAME = "covseg-baseline"
 #: Share of the budget given to training; the other stages take the rest on 2 idle cores.
 TRAIN_SHARE = 0.8
-#: The tiny run's training cap: far above its 15 epochs' need, so that the epochs decide.
+#: The tiny run's training cap: far above its 100 epochs' need, so that the epochs decide.
 TINY_TRAIN_MINUTES = 20.0
 #: Slice thickness of the model grid (mm): the baseline's.
 MODEL_SLICE_MM = 5.0
@@ -46,8 +46,10 @@ def make_config(minutes: float, tiny: bool = False, seed: int = 0) -> DemoConfig
 
     Phantom counts and size are fixed so that every stage but training takes a few minutes at
     most on 2 idle cores; training gets :data:`TRAIN_SHARE` of the budget. The tiny run trains a
-    fixed 15 epochs instead (about a minute on 2 idle cores), so that its outcome does not depend
-    on how busy the machine is.
+    fixed 100 epochs on 6 small phantoms instead (about 70 s of the run's 90 on 2 idle cores), so
+    that its outcome does not depend on how busy the machine is: enough for the model to beat the
+    weakest simulated team on the seen cases (seeds 0-2: 0.40, 0.59, 0.37 against 0.26, 0.40,
+    0.23), which the test suite checks.
     """
     from covseg import __version__
 
@@ -55,7 +57,7 @@ def make_config(minutes: float, tiny: bool = False, seed: int = 0) -> DemoConfig
         raise ValueError(f"--minutes must be positive, got {minutes:g}")
     train_minutes = round(TRAIN_SHARE * minutes, 2)
     if tiny:
-        return DemoConfig(minutes, TINY_TRAIN_MINUTES, 64, 3, 1, 2, 2, 15, 100, seed, __version__)
+        return DemoConfig(minutes, TINY_TRAIN_MINUTES, 64, 6, 1, 3, 3, 100, 100, seed, __version__)
     return DemoConfig(minutes, train_minutes, 96, 8, 2, 3, 3, 10_000, 1000, seed, __version__)
 
 
