@@ -8,12 +8,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from covseg.model.slices2d import load_preset, load_probs, predict_slices_2d, train_slices_2d
-from covseg.model.slices2d_data import find_slice_cases, hu_to_8bit, load_labelled, read_mask
-from covseg.model.slices2d_eval import choose_min_area, dice, remove_small
+from covseg.model.slices2d_data import (
+    find_slice_cases,
+    hu_to_8bit,
+    load_consolidation,
+    load_labelled,
+    read_consolidation,
+    read_mask,
+)
+from covseg.model.slices2d_eval import choose_min_area, class_map, class_scores, dice, remove_small
+from covseg.model.slices2d_net import targets_from_maps, to_maps
 
 
 def _disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -26,13 +35,24 @@ def _disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.nd
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def _write_folder(root: Path, n: int, seed: int = 0) -> Path:
+def _write_folder(root: Path, n: int, seed: int = 0, classes: bool = False) -> Path:
+    """``n`` disk slices; with ``classes``, the left half of each disk is a brighter
+    "consolidation" (class 2), the rest "ground glass" (class 1), in ``classes/``."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
     (root / "lesion").mkdir()
+    if classes:
+        (root / "classes").mkdir()
     for i in range(n):
         shape = (int(rng.integers(40, 80)), int(rng.integers(40, 80)))
         image, mask = _disk_slice(rng, shape)
+        if classes:
+            cols = np.flatnonzero(mask.any(axis=0))
+            solid = mask & (np.arange(shape[1]) < (cols.min() + cols.max()) / 2)[None, :]
+            image = np.where(solid, 250, image).astype(np.uint8)
+            Image.fromarray((mask * (1 + solid)).astype(np.uint8)).save(
+                root / "classes" / f"{i}.png"
+            )
         Image.fromarray(image).save(root / "images" / f"{i}.jpg", quality=95)
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / "lesion" / f"{i}.png")
     return root
@@ -138,8 +158,6 @@ def test_real_medseg_folder_is_found(shared_data: Path) -> None:
 
 
 def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
-    import torch
-
     from covseg.model.slices2d_net import train_network
 
     rng = np.random.default_rng(0)
@@ -162,8 +180,6 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
 
 
 def test_soft_dice_loss_per_batch_and_per_slice() -> None:
-    import torch
-
     from covseg.model.slices2d_net import _soft_dice_loss
 
     # Logits so large that the sigmoid is exactly 0 or 1: slice 0 is predicted right (4 pixels),
@@ -184,8 +200,6 @@ def test_soft_dice_loss_per_batch_and_per_slice() -> None:
 
 
 def test_augmentation_probability_leaves_the_other_samples_as_they_are() -> None:
-    import torch
-
     from covseg.model.slices2d_augment import augment
 
     cfg = {**load_preset()["augmentation"], "elastic": 0.0}
@@ -291,3 +305,80 @@ def test_pseudo_label_stage_fine_tunes_every_member(tmp_path: Path) -> None:
             not np.array_equal(a, b)
             for a, b in zip(result.probs["teacher"], result.probs[variant], strict=True)
         )
+
+
+def test_class_maps_are_checked_against_the_lesion_mask(tmp_path: Path) -> None:
+    lesion = np.array([[0, 1], [1, 1]], dtype=bool)
+    path = tmp_path / "c.png"
+    Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8)).save(path)
+    assert read_consolidation(path, lesion).tolist() == [[False, False], [True, True]]
+    Image.fromarray(np.array([[0, 3], [2, 2]], np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"c\.png: class values must be 0/1/2, found \[0, 2, 3\]"):
+        read_consolidation(path, lesion)
+    Image.fromarray(np.array([[1, 1], [2, 0]], np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"c\.png: 2 pixels disagree with the lesion mask"):
+        read_consolidation(path, lesion)
+    Image.fromarray(np.zeros((3, 2), np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"c\.png: class map size \(2, 3\) differs"):
+        read_consolidation(path, lesion)
+
+
+def test_a_missing_class_map_is_named(tmp_path: Path) -> None:
+    data = _write_folder(tmp_path / "train", 3, classes=True)
+    (data / "classes" / "2.png").unlink()
+    cases = find_slice_cases(data)
+    masks = [m for _, m in load_labelled(cases)]
+    with pytest.raises(ValueError, match=r"classes/2\.png: class map missing"):
+        load_consolidation(data, cases, masks)
+
+
+def test_class_outputs_lesion_and_consolidation_probabilities() -> None:
+    # Softmax of (background, ground glass, consolidation) logits (0, log 2, 0): 1/4, 1/2, 1/4.
+    logits = torch.tensor([0.0, float(np.log(2.0)), 0.0]).view(1, 3, 1, 1)
+    maps = to_maps(logits)
+    assert torch.allclose(maps.flatten(), torch.tensor([0.75, 0.25]))
+    # Lesion 0.75 >= 0.5; consolidation 0.25 < ground glass 0.5: ground glass.
+    assert targets_from_maps(maps).flatten().tolist() == [1.0, 0.0]
+    assert targets_from_maps(torch.tensor([0.9, 0.5]).view(1, 2, 1, 1)).flatten().tolist() == [1, 1]
+    prob = np.array([[0.9, 0.9, 0.2]])
+    solid = np.array([[0.6, 0.3, 0.2]])
+    assert class_map(prob, solid, 0.5, 0.0).tolist() == [[2, 1, 0]]
+
+
+def test_class_scores_average_the_slices_that_hold_the_class() -> None:
+    truth = [np.array([[1, 1, 2, 0]]), np.array([[1, 0, 0, 0]])]
+    pred = [np.array([[1, 2, 2, 0]]), np.array([[1, 0, 0, 2]])]
+    scores = class_scores(pred, truth)
+    # Ground glass: slice 1 2*1/(1+2), slice 2 1; pooled 2*2/(2+3).
+    assert scores[1]["mean"] == pytest.approx((2 / 3 + 1) / 2)
+    assert scores[1]["pooled"] == pytest.approx(4 / 5) and scores[1]["slices"] == 2
+    # Consolidation is only in slice 1's truth: 2*1/(2+1); pooled 2*1/(3+1).
+    assert scores[2]["mean"] == pytest.approx(2 / 3) and scores[2]["slices"] == 1
+    assert scores[2]["pooled"] == pytest.approx(0.5)
+
+
+def test_training_with_classes_reports_and_predicts_them(tmp_path: Path) -> None:
+    data = _write_folder(tmp_path / "train", 8, classes=True)
+    plan = _tiny_plan()
+    plan["training"].update(classes=True, members=1, iterations=80)
+    train_slices_2d(data, tmp_path / "model", plan, None, progress=False)
+    report = json.loads((tmp_path / "model" / "cv_report.json").read_text())
+    assert report["dice_mean"] > 0.6
+    # Bright half-disks (consolidation) against grey ones: both classes are found.
+    assert set(report["classes"]) == {"ground-glass", "consolidation"}
+    for stats in report["classes"].values():
+        assert stats["slices"] == 8 and stats["mean"] > 0.4 and 0 < stats["pooled"] <= 1
+    written = predict_slices_2d([data], tmp_path / "model", tmp_path / "out", progress=False)
+    for path in written:
+        mask = np.asarray(Image.open(path)) > 0
+        labels = np.asarray(Image.open(tmp_path / "out" / "classes" / path.name))
+        assert set(np.unique(labels)) <= {0, 1, 2} and np.array_equal(labels > 0, mask)
+
+
+def test_a_bad_classes_setting_is_refused(tmp_path: Path) -> None:
+    from covseg.model.slices2d import uses_classes
+
+    plan = _tiny_plan()
+    plan["training"]["classes"] = "yes"
+    with pytest.raises(ValueError, match="training.classes must be true or false, got 'yes'"):
+        uses_classes(plan)

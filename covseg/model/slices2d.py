@@ -10,6 +10,10 @@ Model folder layout::
     fold_K/model.pt        weights of fold K (its further members: model_1.pt, model_2.pt ...)
     cv_report.json/.csv    out-of-fold Dice per slice, per fold and overall
     cv_probs.npz           out-of-fold probability maps by case id (8-bit)
+
+With ``training.classes: true`` the networks also tell ground glass from consolidation (trained
+on the folder's ``classes/`` maps); the CV report adds each class's Dice and ``covseg predict``
+writes class maps (0/1/2) to ``OUT_DIR/classes/`` beside the lesion masks.
 """
 
 from __future__ import annotations
@@ -33,18 +37,20 @@ from PIL import Image
 from covseg.model.slices2d_cv import FoldResult, fold_assignment, members, prepare, run_fold
 from covseg.model.slices2d_cv import unlabelled_images as read_unlabelled
 from covseg.model.slices2d_data import (
+    CLASS_NAMES,
     DICOM_SUFFIXES,
     HU_WINDOW,
     body_box,
     find_slice_cases,
     hu_to_8bit,
     list_images,
+    load_consolidation,
     load_labelled,
     read_hu,
     read_slice,
 )
-from covseg.model.slices2d_eval import choose_min_area, dice, segment
-from covseg.model.slices2d_net import make_network, predict_probs, restore_size, to_tensor
+from covseg.model.slices2d_eval import choose_min_area, class_map, class_scores, dice, segment
+from covseg.model.slices2d_net import make_network, predict_maps, restore_size, to_tensor
 
 #: The preset file shipped with covseg.
 PRESET_PATH = Path(__file__).parent / "presets" / "slices-2d.yaml"
@@ -71,7 +77,9 @@ def cross_validate(
     if len(cases) < k:
         raise ValueError(f"{data_dir}: {len(cases)} slices, fewer than {k} folds")
     size = plan["image_size"]
-    images, masks, shapes = prepare([p[0] for p in pairs], [p[1] for p in pairs], size)
+    truths = [p[1] for p in pairs]
+    solid = load_consolidation(data_dir, cases, truths) if uses_classes(plan) else None
+    images, masks, shapes = prepare([p[0] for p in pairs], truths, size, solid)
     extra = read_unlabelled(data_dir, plan)
     unlabelled = to_tensor(extra, size, mask=False) if extra else None
     assignment = fold_assignment(len(cases), k, plan["training"]["split_seed"])
@@ -94,6 +102,14 @@ def cross_validate(
         results.append(result)
     results.sort(key=lambda r: r.fold)
     return [c.case_id for c in cases], [p[1] for p in pairs], results
+
+
+def uses_classes(plan: dict[str, Any]) -> bool:
+    """Whether the plan trains the lesion classes (``training.classes``, default false)."""
+    value = plan["training"].get("classes", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"training.classes must be true or false, got {value!r}")
+    return value
 
 
 def fold_processes(n_folds: int, setting: int | str | None) -> tuple[int, int]:
@@ -132,7 +148,8 @@ def step_seconds(plan: dict[str, Any], threads: int, steps: int = 5) -> float:
     size, batch = int(plan["image_size"]), int(plan["training"]["batch_size"])
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 1, size, size, generator=gen)
-    masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.8).float()
+    channels = 2 if uses_classes(plan) else 1
+    masks = (torch.rand(batch, channels, size, size, generator=gen) > 0.8).float()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -288,6 +305,13 @@ def train_slices_2d(
         "networks_per_fold": members(plan),
         "slices": rows,
     }
+    per_class = (
+        _class_report(data_dir, truths, index, results, min_area, threshold)
+        if uses_classes(plan)
+        else {}
+    )
+    if per_class:
+        report["classes"] = per_class
     (model_dir / "cv_report.json").write_text(json.dumps(report, indent=2))
     save_probs(model_dir / "cv_probs.npz", {ids[i]: p for i, p in zip(index, probs, strict=True)})
     with (model_dir / "cv_report.csv").open("w", newline="") as f:
@@ -300,6 +324,11 @@ def train_slices_2d(
     (model_dir / "plan.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     for fold, score in per_fold.items():
         print(f"CV Dice fold {fold}: {score:.4f}")
+    for name, stats in per_class.items():
+        print(
+            f"CV Dice {name}: {stats['mean']:.4f} a slice ({stats['slices']:.0f} slices with it), "
+            f"{stats['pooled']:.4f} pooled"
+        )
     print(
         f"CV Dice mean: {report['dice_mean']:.4f} (mirror TTA {report['dice_mean_tta']:.4f}, "
         f"no TTA {report['dice_mean_no_tta']:.4f}; "
@@ -307,6 +336,25 @@ def train_slices_2d(
         f"{report['train_seconds']:.0f}s",
         flush=True,
     )
+
+
+def _class_report(
+    data_dir: Path,
+    truths: list[npt.NDArray[np.bool_]],
+    index: list[int],
+    results: list[FoldResult],
+    min_area: float,
+    threshold: float,
+) -> dict[str, dict[str, float]]:
+    """Out-of-fold Dice of each lesion class, with the chosen post-processing."""
+    solid = load_consolidation(data_dir, find_slice_cases(data_dir), truths)
+    expected = [(truths[i] * (1 + solid[i])).astype(np.uint8) for i in index]
+    lesion = [p for r in results for p in r.probs["final"]]
+    consolidation = [p for r in results for p in r.probs["consolidation"]]
+    predicted = [
+        class_map(p, q, threshold, min_area) for p, q in zip(lesion, consolidation, strict=True)
+    ]
+    return {CLASS_NAMES[k]: v for k, v in class_scores(predicted, expected).items()}
 
 
 def save_probs(path: Path, probs: dict[str, npt.NDArray[np.floating]]) -> None:
@@ -368,9 +416,10 @@ def predict_slices_2d(
     weights = sorted(model_dir.glob("fold_*/model*.pt"))
     if not weights:
         raise ValueError(f"{model_dir}: no fold_*/model.pt")
+    classes = uses_classes(plan)
     nets = []
     for w in weights:
-        net = make_network(plan["network"])
+        net = make_network(plan["network"], 3 if classes else 1)
         net.load_state_dict(torch.load(w, map_location="cpu", weights_only=True))
         nets.append(net.eval())
     inference = plan["inference"]
@@ -379,16 +428,25 @@ def predict_slices_2d(
     for path in _expand(inputs):
         image, box = _read_for_prediction(path)
         x = to_tensor([image], plan["image_size"], mask=False)
-        prob = restore_size(
-            predict_probs(nets, x, inference["tta"], plan["training"]["bf16"])[0], image.shape
+        maps = predict_maps(nets, x, inference["tta"], plan["training"]["bf16"])[0]
+        prob = restore_size(maps, image.shape)
+        # Class map 0/1/2 whose lesion is the mask (a binary model's has class 1 only).
+        labels = class_map(
+            prob[0],
+            prob[1] if classes else np.zeros_like(prob[0]),
+            inference["threshold"],
+            inference.get("min_area_fraction", 0.0),
         )
-        mask = segment(prob, inference["threshold"], inference.get("min_area_fraction", 0.0))
         if box is not None:
-            full = np.zeros(read_hu(path).shape, dtype=bool)
-            full[box] = mask
-            mask = full
+            full = np.zeros(read_hu(path).shape, dtype=np.uint8)
+            full[box] = labels
+            labels = full
         target = out_dir / f"{path.stem}.png"
+        mask = labels > 0
         Image.fromarray(mask.astype(np.uint8) * 255).save(target)
+        if classes:
+            (out_dir / "classes").mkdir(exist_ok=True)
+            Image.fromarray(labels).save(out_dir / "classes" / f"{path.stem}.png")
         written.append(target)
         if progress:
             print(f"{path.name} -> {target} ({mask.mean():.1%} lesion)", flush=True)

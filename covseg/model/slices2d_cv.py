@@ -18,7 +18,13 @@ import numpy.typing as npt
 import torch
 
 from covseg.model.slices2d_data import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_slice
-from covseg.model.slices2d_net import predict_probs, restore_size, to_tensor, train_network
+from covseg.model.slices2d_net import (
+    predict_maps,
+    restore_size,
+    targets_from_maps,
+    to_tensor,
+    train_network,
+)
 
 
 @dataclass
@@ -29,6 +35,7 @@ class FoldResult:
     fold's members with mirror TTA), ``no_tta``, ``final`` (one of those two, as the plan's
     ``inference.tta`` says), and with pseudo-labels ``teacher`` (before fine-tuning)
     and, when asked for, ``control`` (fine-tuned as long, without the pseudo-labelled slices).
+    A model trained with classes adds ``consolidation`` (probability, as ``final`` is made).
     """
 
     fold: int
@@ -71,8 +78,9 @@ def _oof(
     tta: bool,
     bf16: bool,
 ) -> list[npt.NDArray[np.float32]]:
-    probs = predict_probs(nets, images, tta=tta, bf16=bf16)
-    return [restore_size(p, s) for p, s in zip(probs, shapes, strict=True)]
+    """Out-of-fold maps (C, H, W) at the slices' own sizes: the lesion, then consolidation."""
+    maps = predict_maps(nets, images, tta=tta, bf16=bf16)
+    return [restore_size(m, s) for m, s in zip(maps, shapes, strict=True)]
 
 
 def run_fold(
@@ -106,8 +114,8 @@ def run_fold(
     ]
     result = FoldResult(fold, val_index, [net.state_dict() for net in nets])
     if unlabelled is not None:
-        result.probs["teacher"] = _oof(nets, val_images, val_shapes, True, bf16)
-        pseudo = (predict_probs(nets, unlabelled, tta=True, bf16=bf16) >= 0.5).float()[:, None]
+        result.probs["teacher"] = _lesion(_oof(nets, val_images, val_shapes, True, bf16))
+        pseudo = targets_from_maps(predict_maps(nets, unlabelled, tta=True, bf16=bf16))
         teachers = result.states
 
         def fine_tune(x: torch.Tensor, y: torch.Tensor) -> list[torch.nn.Module]:
@@ -120,15 +128,23 @@ def run_fold(
 
         if control:
             controls = fine_tune(images[train_idx], masks[train_idx])
-            result.probs["control"] = _oof(controls, val_images, val_shapes, True, bf16)
+            result.probs["control"] = _lesion(_oof(controls, val_images, val_shapes, True, bf16))
         nets = fine_tune(
             torch.cat([images[train_idx], unlabelled]), torch.cat([masks[train_idx], pseudo])
         )
         result.states = [net.state_dict() for net in nets]
-    result.probs["tta"] = _oof(nets, val_images, val_shapes, True, bf16)
-    result.probs["no_tta"] = _oof(nets, val_images, val_shapes, False, bf16)
-    result.probs["final"] = result.probs["tta" if plan["inference"]["tta"] else "no_tta"]
+    tta = _oof(nets, val_images, val_shapes, True, bf16)
+    no_tta = _oof(nets, val_images, val_shapes, False, bf16)
+    result.probs["tta"], result.probs["no_tta"] = _lesion(tta), _lesion(no_tta)
+    final = tta if plan["inference"]["tta"] else no_tta
+    result.probs["final"] = _lesion(final)
+    if masks.shape[1] == 2:
+        result.probs["consolidation"] = [m[1] for m in final]
     return result
+
+
+def _lesion(maps: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+    return [m[0] for m in maps]
 
 
 def members(plan: dict[str, Any]) -> int:
@@ -140,8 +156,19 @@ def members(plan: dict[str, Any]) -> int:
 
 
 def prepare(
-    images: list[npt.NDArray[np.uint8]], masks: list[npt.NDArray[np.bool_]], size: int
+    images: list[npt.NDArray[np.uint8]],
+    masks: list[npt.NDArray[np.bool_]],
+    size: int,
+    consolidation: list[npt.NDArray[np.bool_]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]]:
-    """Resized image and mask tensors (N, 1, S, S) and the original shapes."""
+    """Resized images (N, 1, S, S), targets (N, C, S, S) and the original shapes.
+
+    The targets are the lesion masks, and with ``consolidation`` a second channel of it (kept
+    inside the resized lesion).
+    """
     shapes = [tuple(i.shape) for i in images]
-    return to_tensor(images, size, mask=False), to_tensor(masks, size, mask=True), shapes
+    targets = to_tensor(masks, size, mask=True)
+    if consolidation is not None:
+        solid = to_tensor(consolidation, size, mask=True) * targets
+        targets = torch.cat([targets, solid], dim=1)
+    return to_tensor(images, size, mask=False), targets, shapes

@@ -1,9 +1,10 @@
 """Read 2D CT slices and their lesion masks for the ``slices-2d`` preset.
 
 A slice folder holds ``images/`` (PNG/JPG, 8-bit) and ``lesion/`` (or ``labels/``) with masks of
-the same file stem, values 0/255 (0/1 also accepted). Unlabelled HU slices (DICOM) are converted
-to the 8-bit appearance of the MedSeg slices: cropped to the body and windowed (see
-:data:`HU_WINDOW` and ``docs/slices2d.md`` for how the window was estimated).
+the same file stem, values 0/255 (0/1 also accepted), and optionally ``classes/`` with class maps
+(0 background, 1 ground-glass opacity, 2 consolidation), as MedSeg's slices come. Unlabelled HU
+slices (DICOM) are converted to the 8-bit appearance of the MedSeg slices: cropped to the body
+and windowed (see :data:`HU_WINDOW` and ``docs/slices2d.md`` for how the window was estimated).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from covseg.datasets import Case, find_cases
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Suffixes read as HU slices.
 DICOM_SUFFIXES = (".dcm",)
+#: Sub-folder of a slice folder holding the class maps.
+CLASS_FOLDER = "classes"
+#: Lesion classes of a class map, by value.
+CLASS_NAMES = {1: "ground-glass", 2: "consolidation"}
 #: HU window (low, high) mapped to 0..255, fitted so that body-cropped NY-SBU slices match the
 #: pooled intensity histogram of the MedSeg slices (:func:`fit_hu_window`).
 HU_WINDOW = (-1100.0, 300.0)
@@ -141,3 +146,53 @@ def load_labelled(cases: list[Case]) -> list[tuple[np.ndarray, np.ndarray]]:
         image = read_slice(case.image)
         pairs.append((image, read_mask(case.label, image.shape)))
     return pairs
+
+
+def read_consolidation(path: Path, lesion: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Read a class map (0/1/2) that must agree with the ``lesion`` mask; its consolidation.
+
+    Raises
+    ------
+    ValueError
+        If the map's size differs from the mask's, it holds other values, or its lesion pixels
+        (1 or 2) are not exactly the mask's; the message names the file.
+    """
+    try:
+        with Image.open(path) as im:
+            classes = np.asarray(im.convert("L") if im.mode not in ("L", "P") else im)
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from err
+    if classes.shape != lesion.shape:
+        raise ValueError(
+            f"{path}: class map size {classes.shape[::-1]} differs from image {lesion.shape[::-1]}"
+        )
+    values = set(np.unique(classes).tolist())
+    if not values <= {0, 1, 2}:
+        raise ValueError(f"{path}: class values must be 0/1/2, found {sorted(values)[:8]}")
+    disagree = int(np.count_nonzero((classes > 0) != lesion))
+    if disagree:
+        raise ValueError(f"{path}: {disagree} pixels disagree with the lesion mask")
+    return classes == 2
+
+
+def load_consolidation(
+    data_dir: Path, cases: list[Case], masks: list[npt.NDArray[np.bool_]]
+) -> list[npt.NDArray[np.bool_]]:
+    """The consolidation of every case from ``data_dir/classes/<stem>.png`` (checked).
+
+    Raises
+    ------
+    ValueError
+        If a class map is missing or bad (:func:`read_consolidation`); the message names it.
+    """
+    folder = data_dir / CLASS_FOLDER
+    out = []
+    for case, mask in zip(cases, masks, strict=True):
+        stem = case.image.stem if case.image is not None else case.case_id
+        found = [p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise ValueError(
+                f"{folder / stem}.png: class map missing (training.classes needs one per slice)"
+            )
+        out.append(read_consolidation(found[0], mask))
+    return out

@@ -66,3 +66,44 @@ def choose_min_area(
     scores = {f: mean_dice(probs, truths, threshold, f) for f in MIN_AREA_FRACTIONS}
     best = max(MIN_AREA_FRACTIONS, key=lambda f: (round(scores[f], 6), -f))
     return best, scores
+
+
+def class_map(
+    prob: npt.NDArray[np.floating],
+    solid: npt.NDArray[np.floating],
+    threshold: float,
+    min_area_fraction: float,
+) -> npt.NDArray[np.uint8]:
+    """Class map (0 background, 1 ground glass, 2 consolidation) from the two probability maps.
+
+    The lesion is :func:`segment`'s; a lesion pixel is consolidation where its consolidation
+    probability is at least its ground-glass probability (``prob - solid``).
+    """
+    lesion = segment(prob, threshold, min_area_fraction)
+    return (lesion * (1 + (solid >= prob - solid))).astype(np.uint8)
+
+
+def class_scores(
+    predicted: Sequence[npt.NDArray[np.uint8]], truths: Sequence[npt.NDArray[np.uint8]]
+) -> dict[int, dict[str, float]]:
+    """Dice of each lesion class (1, 2) over slices: mean per slice and pooled.
+
+    ``mean`` averages the slices whose truth holds the class (elsewhere a slice's Dice would be
+    1 or 0 for a few stray pixels); ``pooled`` is one Dice of all slices' pixels together;
+    ``slices`` counts the slices averaged.
+    """
+    out = {}
+    for k in (1, 2):
+        scores, inter, total = [], 0, 0
+        for p, t in zip(predicted, truths, strict=True):
+            pk, tk = p == k, t == k
+            inter += int(np.count_nonzero(pk & tk))
+            total += int(np.count_nonzero(pk)) + int(np.count_nonzero(tk))
+            if tk.any():
+                scores.append(dice(pk, tk))
+        out[k] = {
+            "mean": float(np.mean(scores)) if scores else float("nan"),
+            "pooled": 2.0 * inter / total if total else 1.0,
+            "slices": float(len(scores)),
+        }
+    return out

@@ -4,6 +4,12 @@ Slices are resized to ``image_size`` squared; grey values are scaled to [0, 1]. 
 random batches (no epochs: the budget is a number of iterations), augments them
 (:mod:`covseg.model.slices2d_augment`), and minimises BCE + soft Dice under bfloat16 autocast,
 which runs convolutions 2-3x faster on CPUs with AVX-512 BF16.
+
+Targets are (N, C, S, S) binary maps: C = 1, the lesion; or C = 2, the lesion and its
+consolidated part (``training.classes``). With two, the network has three softmax outputs
+(background, ground glass, consolidation), the loss is cross-entropy over the three plus the soft
+Dice of the lesion (1 - p(background)), and predictions carry the same two channels: lesion
+probability and consolidation probability.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ CPU = torch.device("cpu")
 _MEAN, _STD = 0.45, 0.3
 
 
-def make_network(cfg: dict[str, Any]) -> torch.nn.Module:
-    """The 2D MONAI BasicUNet of the plan's ``network`` section (one logit channel)."""
+def make_network(cfg: dict[str, Any], out_channels: int = 1) -> torch.nn.Module:
+    """The 2D MONAI BasicUNet of the plan's ``network`` section.
+
+    ``out_channels``: 1 (a lesion logit) or 3 (background, ground glass, consolidation).
+    """
     return BasicUNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=1,
+        out_channels=out_channels,
         features=tuple(cfg["features"]),
         dropout=cfg.get("dropout", 0.0),
     )
@@ -51,9 +60,48 @@ def to_tensor(images: Sequence[npt.NDArray[Any]], size: int, mask: bool) -> torc
     return torch.cat(out)
 
 
+def output_channels(targets: int) -> int:
+    """Network outputs for ``targets`` target channels: 1 for the lesion, 3 with its classes."""
+    if targets not in (1, 2):
+        raise ValueError(f"targets: 1 (lesion) or 2 (+ consolidation) channels, got {targets}")
+    return 1 if targets == 1 else 3
+
+
+def to_maps(logits: torch.Tensor) -> torch.Tensor:
+    """Probability maps (B, C, S, S) from logits: the lesion, and with 3 outputs consolidation."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    p = torch.softmax(logits, dim=1)
+    return torch.stack([1 - p[:, 0], p[:, 2]], dim=1)
+
+
+def targets_from_maps(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Binary targets (N, C, S, S) from probability maps: the lesion at ``threshold``, and where
+    there are two channels its pixels whose consolidation outweighs ground glass."""
+    lesion = maps[:, :1] >= threshold
+    if maps.shape[1] == 1:
+        return lesion.float()
+    solid = lesion & (maps[:, 1:2] >= maps[:, :1] - maps[:, 1:2])
+    return torch.cat([lesion, solid], dim=1).float()
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor, batch_dice: bool) -> torch.Tensor:
+    """BCE + soft Dice of the lesion; with class targets, 3-class cross-entropy + lesion Dice."""
+    lesion = targets[:, :1]
+    if logits.shape[1] == 1:
+        bce = F.binary_cross_entropy_with_logits(logits, lesion)
+        return bce + _soft_dice_loss(logits, lesion, batch=batch_dice)
+    classes = (lesion[:, 0] * (1 + targets[:, 1])).round().long()  # 0 bg, 1 ggo, 2 solid
+    prob = 1 - torch.softmax(logits, dim=1)[:, :1]
+    return F.cross_entropy(logits, classes) + _soft_dice(prob, lesion, batch=batch_dice)
+
+
 def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, batch: bool) -> torch.Tensor:
     """Soft Dice loss over the whole batch (``batch``) or the mean of each slice's."""
-    prob = torch.sigmoid(logits)
+    return _soft_dice(torch.sigmoid(logits), target, batch)
+
+
+def _soft_dice(prob: torch.Tensor, target: torch.Tensor, batch: bool) -> torch.Tensor:
     dims = (0, 1, 2, 3) if batch else (1, 2, 3)
     inter = (prob * target).sum(dims)
     return (1 - (2 * inter + 1) / (prob.sum(dims) + target.sum(dims) + 1)).mean()
@@ -69,7 +117,7 @@ def train_network(
     log: bool = False,
     label: str = "",
 ) -> torch.nn.Module:
-    """Train one network on (N, 1, S, S) ``images`` and ``masks`` (masks may be soft).
+    """Train one network on (N, 1, S, S) ``images`` and (N, C, S, S) ``masks`` (C: 1 or 2).
 
     Parameters
     ----------
@@ -86,7 +134,7 @@ def train_network(
     train = plan["training"]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = make_network(plan["network"])
+    net = make_network(plan["network"], output_channels(masks.shape[1]))
     if init is not None:
         net.load_state_dict(init)
     steps = iterations or train["iterations"]
@@ -113,10 +161,7 @@ def train_network(
             x, y = augment(x, y, plan["augmentation"], gen)
         with autocast(CPU, bool(train["bf16"])):
             logits = net((x - _MEAN) / _STD)
-        logits = logits.float()
-        loss = F.binary_cross_entropy_with_logits(logits, y) + _soft_dice_loss(
-            logits, y, batch=bool(train.get("batch_dice", True))
-        )
+        loss = _loss(logits.float(), y, bool(train.get("batch_dice", True)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -137,29 +182,43 @@ def train_network(
 
 
 @torch.no_grad()
-def predict_probs(
+def predict_maps(
     nets: list[torch.nn.Module], images: torch.Tensor, tta: bool, bf16: bool, batch: int = 8
 ) -> torch.Tensor:
-    """Mean lesion probability (N, S, S) over ``nets`` and, with ``tta``, the 4 mirrorings."""
+    """Mean probability maps (N, C, S, S) over ``nets`` and, with ``tta``, the 4 mirrorings.
+
+    Channel 0 is the lesion; networks with class outputs add consolidation (:func:`to_maps`).
+    """
     flips: list[tuple[int, ...]] = [()]
     if tta:
         flips += [(-1,), (-2,), (-2, -1)]
-    total = torch.zeros(images.shape[0], *images.shape[2:])
+    total: torch.Tensor | None = None
     for start in range(0, len(images), batch):
         x = (images[start : start + batch] - _MEAN) / _STD
-        acc = torch.zeros(x.shape[0], *x.shape[2:])
+        acc: torch.Tensor | float = 0.0
         for net in nets:
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
                 with autocast(CPU, bf16):
                     logits = net(xi).float()
-                prob = torch.sigmoid(torch.flip(logits, dims) if dims else logits)
-                acc += prob[:, 0]
+                acc = acc + to_maps(torch.flip(logits, dims) if dims else logits)
+        assert isinstance(acc, torch.Tensor)
+        if total is None:
+            total = torch.zeros(images.shape[0], *acc.shape[1:])
         total[start : start + batch] = acc / (len(nets) * len(flips))
+    assert total is not None, "no images"
     return total
 
 
+def predict_probs(
+    nets: list[torch.nn.Module], images: torch.Tensor, tta: bool, bf16: bool, batch: int = 8
+) -> torch.Tensor:
+    """Mean lesion probability (N, S, S) over ``nets`` and, with ``tta``, the 4 mirrorings."""
+    return predict_maps(nets, images, tta, bf16, batch)[:, 0]
+
+
 def restore_size(prob: torch.Tensor, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
-    """Resize one (S, S) probability map back to the slice's original ``shape``."""
-    out = F.interpolate(prob[None, None], size=tuple(shape), mode="bilinear", align_corners=False)
-    return out[0, 0].numpy()
+    """Resize one (S, S) probability map, or (C, S, S) maps, back to the slice's ``shape``."""
+    maps = prob[None] if prob.ndim == 3 else prob[None, None]
+    out = F.interpolate(maps, size=tuple(shape), mode="bilinear", align_corners=False)
+    return out[0].numpy() if prob.ndim == 3 else out[0, 0].numpy()
