@@ -251,7 +251,7 @@ def test_step_time_is_measured_on_the_plans_network() -> None:
 
     plan = _tiny_plan()
     small = step_seconds(plan, threads=1, steps=3)
-    plan["image_size"] = 96  # four times the pixels
+    plan["image_size"] = 192  # 16 times the pixels: a gap that load does not hide
     assert 0 < small < step_seconds(plan, threads=1, steps=3)
 
 
