@@ -80,7 +80,8 @@ def test_the_trained_model_beats_the_weakest_simulated_team(demo_run: tuple[Path
 
     Measured with seeds 0-2: model 0.40, 0.59, 0.37 against the worst team's 0.26, 0.40, 0.23
     (under-segmentation); a model that finds nothing scores 0 and one that marks the whole lung
-    0.04-0.08 (seeds 1-2). The unseen cases (source B) are the domain shift the demo shows, not a bar.
+    0.04-0.08 (seeds 1-2). The unseen cases (source B) are the domain shift the demo shows, not a
+    bar.
     """
     folder, _ = demo_run
     model = _mean_dice(folder, MODEL_NAME, "seen")
