@@ -74,7 +74,7 @@ def intensity(x: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator) -> tor
 def augment(
     x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch of images ``x`` and masks ``y`` (both (B, 1, S, S)) together.
+    """Augment a batch of images ``x`` (B, 1, S, S) and masks ``y`` (B, C, S, S) together.
 
     ``cfg["probability"]`` (default 1) is the share of the samples augmented; the others pass
     unchanged, so the network also sees the slices as they are (nnU-Net draws each transform

@@ -8,6 +8,7 @@ the convention only matters for other data.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,12 @@ def choose_min_area(
     return best, scores
 
 
+def consolidation_wins(prob: Any, solid: Any) -> Any:
+    """Where a lesion pixel is consolidation: its consolidation probability ``solid`` is at least
+    its ground-glass probability ``prob - solid`` (``prob``: the lesion's; numpy or torch)."""
+    return solid >= prob - solid
+
+
 def class_map(
     prob: npt.NDArray[np.floating],
     solid: npt.NDArray[np.floating],
@@ -80,7 +87,7 @@ def class_map(
     probability is at least its ground-glass probability (``prob - solid``).
     """
     lesion = segment(prob, threshold, min_area_fraction)
-    return (lesion * (1 + (solid >= prob - solid))).astype(np.uint8)
+    return (lesion * (1 + consolidation_wins(prob, solid))).astype(np.uint8)
 
 
 def class_scores(

@@ -26,6 +26,7 @@ from monai.networks.nets import BasicUNet
 
 from covseg.model.inference import autocast
 from covseg.model.slices2d_augment import augment
+from covseg.model.slices2d_eval import consolidation_wins
 
 CPU = torch.device("cpu")
 
@@ -81,7 +82,7 @@ def targets_from_maps(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tenso
     lesion = maps[:, :1] >= threshold
     if maps.shape[1] == 1:
         return lesion.float()
-    solid = lesion & (maps[:, 1:2] >= maps[:, :1] - maps[:, 1:2])
+    solid = lesion & consolidation_wins(maps[:, :1], maps[:, 1:2])
     return torch.cat([lesion, solid], dim=1).float()
 
 
@@ -192,33 +193,21 @@ def predict_maps(
     flips: list[tuple[int, ...]] = [()]
     if tta:
         flips += [(-1,), (-2,), (-2, -1)]
-    total: torch.Tensor | None = None
+    out = []
     for start in range(0, len(images), batch):
         x = (images[start : start + batch] - _MEAN) / _STD
-        acc: torch.Tensor | float = 0.0
+        maps = []
         for net in nets:
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
                 with autocast(CPU, bf16):
                     logits = net(xi).float()
-                acc = acc + to_maps(torch.flip(logits, dims) if dims else logits)
-        assert isinstance(acc, torch.Tensor)
-        if total is None:
-            total = torch.zeros(images.shape[0], *acc.shape[1:])
-        total[start : start + batch] = acc / (len(nets) * len(flips))
-    assert total is not None, "no images"
-    return total
+                maps.append(to_maps(torch.flip(logits, dims) if dims else logits))
+        out.append(torch.stack(maps).mean(dim=0))
+    return torch.cat(out)
 
 
-def predict_probs(
-    nets: list[torch.nn.Module], images: torch.Tensor, tta: bool, bf16: bool, batch: int = 8
-) -> torch.Tensor:
-    """Mean lesion probability (N, S, S) over ``nets`` and, with ``tta``, the 4 mirrorings."""
-    return predict_maps(nets, images, tta, bf16, batch)[:, 0]
-
-
-def restore_size(prob: torch.Tensor, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
-    """Resize one (S, S) probability map, or (C, S, S) maps, back to the slice's ``shape``."""
-    maps = prob[None] if prob.ndim == 3 else prob[None, None]
-    out = F.interpolate(maps, size=tuple(shape), mode="bilinear", align_corners=False)
-    return out[0].numpy() if prob.ndim == 3 else out[0, 0].numpy()
+def restore_size(maps: torch.Tensor, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """Resize one slice's (C, S, S) probability maps back to its original ``shape``."""
+    out = F.interpolate(maps[None], size=tuple(shape), mode="bilinear", align_corners=False)
+    return out[0].numpy()
