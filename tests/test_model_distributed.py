@@ -44,11 +44,23 @@ def test_torchrun_trains_with_two_gloo_processes(tmp_path: Path) -> None:
     ]
     command += [covseg, "train", str(tmp_path / "data"), "-o", str(tmp_path / "model")]
     command += ["--epochs", "2", "--no-progress", *[a for s in TINY for a in ("--set", s)]]
-    env = {"OMP_NUM_THREADS": "1", "PATH": str(Path(sys.executable).parent)}
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "PATH": str(Path(sys.executable).parent),
+        "PYTHONFAULTHANDLER": "1",  # a worker's crash names where it happened
+    }
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # the worker's own message comes first; torchrun's summary of it last
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-1500:]
     log = (tmp_path / "model" / "fold_0" / "log.csv").read_text().splitlines()
     assert len(log) == 3  # header + 2 epochs, written once (by rank 0)
     state = load_checkpoint(tmp_path / "model" / "fold_0" / "last.pt")
     assert state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_finished_worker_ends_with_its_output_flushed() -> None:
+    code = "from covseg.model.distributed import end_worker; print('written', end=''); end_worker()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout == "written"

@@ -90,6 +90,7 @@ def train(
 
         torch.set_num_threads(threads)
     dist.setup()
+    several = dist.active()
     try:
         if dist.is_main():
             write_plan(plan, output)
@@ -99,6 +100,8 @@ def train(
         raise fail(str(exc)) from None
     finally:
         dist.teardown()
+    if several:
+        dist.end_worker()
 
 
 def _train_one(
