@@ -9,7 +9,7 @@ import torch
 
 from covseg.datasets import find_cases
 from covseg.io import write_mask, write_volume
-from covseg.model.inference import load_models
+from covseg.model.inference import load_checkpoint, load_models
 from covseg.model.plan import apply_overrides, load_preset, write_plan
 from covseg.model.predict import segment
 from covseg.model.train import dice_score, split_fold, train_fold
@@ -168,3 +168,30 @@ def test_a_training_scan_without_lungs_is_named(tmp_path: Path) -> None:
     plan = apply_overrides(load_preset("baseline"), ["training.lung_crop=true"])
     with pytest.raises(ValueError, match="volume-covid19-A-0009_ct.nii.gz: no lungs"):
         load_case(Case("volume-covid19-A-0009", ct, seg, "A"), plan)
+
+
+def test_resume_goes_on_from_the_last_epoch_and_keeps_the_clock(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    write_cases(tmp_path / "data", range(3))
+    tiny = [*SMALL, "network.features=[4, 4, 8, 8, 8, 4]", "training.folds=3"]
+    plan = apply_overrides(load_preset("baseline"), [*tiny, "training.epochs=2"])
+    train_cases, val_cases = split_fold(find_cases(tmp_path / "data"), plan, 0)
+    fold = tmp_path / "model" / "fold_0"
+    first = train_fold(train_cases, val_cases, fold, plan)
+    weights = load_checkpoint(fold / "last.pt")["model"]
+
+    more = apply_overrides(plan, ["training.epochs=4"])
+    logs = train_fold(train_cases, val_cases, fold, more, resume=True)
+    assert [log.epoch for log in logs] == [3, 4]
+    assert logs[0].seconds > first[-1].seconds  # the clock went on, it did not restart
+    rows = (fold / "log.csv").read_text().splitlines()
+    assert rows[0] == "epoch,loss,val_dice,seconds"
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
+    state = load_checkpoint(fold / "last.pt")
+    assert state["epoch"] == 4
+    assert any(not torch.equal(state["model"][k], weights[k]) for k in weights)
+
+    # The time budget counts the whole training: once spent, a resumed run trains no more.
+    spent = apply_overrides(more, ["training.epochs=10", "training.max_minutes=0.0001"])
+    assert train_fold(train_cases, val_cases, fold, spent, resume=True) == []
+    assert load_checkpoint(fold / "last.pt")["epoch"] == 4

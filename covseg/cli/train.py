@@ -35,7 +35,11 @@ def train(
     extra: list[Path] = typer.Option(
         [], help="Extra training-only cases, e.g. a `covseg pseudo-label` folder (repeatable)."
     ),
-    resume: bool = typer.Option(False, help="Continue from each fold's last.pt."),
+    resume: bool = typer.Option(
+        False,
+        help="Continue from each fold's last.pt: the epochs, the learning-rate schedule and the "
+        "time budget go on where they stopped (--max-minutes counts the whole training).",
+    ),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:

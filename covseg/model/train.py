@@ -36,7 +36,7 @@ LOG_COLUMNS = ("epoch", "loss", "val_dice", "seconds")
 @dataclass
 class EpochLog:
     """One row of ``log.csv``: epoch (1-based), mean training loss, validation Dice (NaN when
-    not validated this epoch), seconds since the run started."""
+    not validated this epoch), seconds of training so far (summed over resumed runs)."""
 
     epoch: int
     loss: float
@@ -93,9 +93,12 @@ def train_fold(
     """Train one fold and write ``best.pt``, ``last.pt`` and ``log.csv`` into ``fold_dir``.
 
     Stops after ``training.epochs`` epochs, or after the epoch that passes
-    ``training.max_minutes`` (wall clock) when set. ``on_load`` is called with each case id as it
-    is cached, ``on_epoch`` after every epoch (progress bars), ``on_skip`` with the one-line
-    error of a case that cannot be used (it is left out; without ``on_skip`` the error is raised).
+    ``training.max_minutes`` (wall clock of training) when set. With ``resume`` it goes on from
+    ``last.pt``: its epoch, weights, optimiser state and training seconds (so the budget and the
+    learning-rate schedule continue rather than restart), appending to ``log.csv``.
+    ``on_load`` is called with each case id as it is cached, ``on_epoch`` after every epoch
+    (progress bars), ``on_skip`` with the one-line error of a case that cannot be used (it is
+    left out; without ``on_skip`` the error is raised).
     """
     from monai.data import DataLoader, Dataset
     from monai.utils import set_determinism
@@ -133,7 +136,8 @@ def train_fold(
     scaler = torch.amp.GradScaler(
         device.type, enabled=bool(training["amp"]) and device.type == "cuda"
     )
-    start, best, logs = 0, -1.0, []
+    start, best, spent = 0, -1.0, 0.0
+    logs: list[EpochLog] = []
     last_path, best_path, log_path = (
         fold_dir / "last.pt",
         fold_dir / "best.pt",
@@ -144,11 +148,16 @@ def train_fold(
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best = int(state["epoch"]), float(state["best_dice"])
+        spent = float(state.get("seconds", 0.0))
     elif dist.is_main():
         log_path.write_text(",".join(LOG_COLUMNS) + "\n")
     model = dist.wrap(net)
-    began = time.monotonic()
+    # A resumed run goes on with the clock where it stopped: the time budget and the poly
+    # schedule's share of it count the whole training, not each run.
+    began = time.monotonic() - spent
     max_minutes = training.get("max_minutes")
+    if max_minutes is not None and spent >= 60.0 * float(max_minutes):
+        return logs  # resumed after the budget was spent: nothing left to train
     interval = int(training["validation_interval"])
     base_lr = float(training["learning_rate"])
     schedule = str(training.get("lr_schedule", "constant"))
@@ -191,6 +200,7 @@ def train_fold(
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1,
                 "best_dice": best,
+                "seconds": elapsed,
             }
             torch.save(state, last_path)
             if improved or not val_data:
