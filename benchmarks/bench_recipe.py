@@ -12,6 +12,9 @@ Usage (two recipes side by side on two cores, one thread each)::
 
     python benchmarks/bench_recipe.py --threads 1 --minutes 5 -o /tmp/r1 \
         --set training.optimizer=sgd --set training.lr_schedule=poly
+
+``--score-only`` trains nothing: it scores the model already in ``-o`` with the ``--set``
+overrides applied to its plan (inference and post-processing settings on the same weights).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--score-only", action="store_true", help="score the model in -o as is")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -43,7 +47,7 @@ def main() -> None:
     from covseg.io import read_volume
     from covseg.metrics import dice
     from covseg.model.inference import load_models
-    from covseg.model.plan import apply_overrides, load_preset, write_plan
+    from covseg.model.plan import apply_overrides, load_preset, read_plan, write_plan
     from covseg.model.predict import segment
     from covseg.model.train import train_fold
     from covseg.phantom import FULL_SIZE, SOURCES, write_dataset
@@ -74,12 +78,16 @@ def main() -> None:
         "postprocess.outside_lung=true",
         "postprocess.min_component_ml=0.5",
     ]
-    plan = apply_overrides(load_preset("baseline"), demo_like + args.overrides)
-    shutil.rmtree(args.output, ignore_errors=True)
-    write_plan(plan, args.output)
-    began = time.perf_counter()
-    logs = train_fold(find_cases(data / "Train"), [], args.output / "fold_0", plan)
-    train_s = time.perf_counter() - began
+    if args.score_only:
+        plan = apply_overrides(read_plan(args.output), args.overrides)
+        logs, train_s = [], 0.0
+    else:
+        plan = apply_overrides(load_preset("baseline"), demo_like + args.overrides)
+        shutil.rmtree(args.output, ignore_errors=True)
+        write_plan(plan, args.output)
+        began = time.perf_counter()
+        logs = train_fold(find_cases(data / "Train"), [], args.output / "fold_0", plan)
+        train_s = time.perf_counter() - began
     nets = load_models(args.output, plan)
     scores: dict[str, list[float]] = {}
     began = time.perf_counter()
@@ -92,7 +100,7 @@ def main() -> None:
         "epochs": len(logs),
         "train_seconds": round(train_s),
         "predict_seconds": round(time.perf_counter() - began),
-        "loss_first_last": [round(logs[0].loss, 3), round(logs[-1].loss, 3)],
+        "loss_first_last": [round(logs[0].loss, 3), round(logs[-1].loss, 3)] if logs else None,
         **{f"dice_{s}": round(float(np.mean(v)), 3) for s, v in sorted(scores.items())},
         "per_case": {s: [round(x, 2) for x in v] for s, v in sorted(scores.items())},
     }
