@@ -192,7 +192,11 @@ def test_resume_goes_on_from_the_last_epoch_and_keeps_the_clock(tmp_path: Path) 
     assert state["seconds"] > before["seconds"] > 0
     assert any(not torch.equal(state["model"][k], before["model"][k]) for k in before["model"])
 
-    # The time budget counts the whole training: once spent, a resumed run trains no more.
+    # The time budget counts the whole training: once spent, a resumed run trains no more
+    # (and loads no case for it); neither does one resumed after its last epoch.
     spent = apply_overrides(more, ["training.epochs=10", "training.max_minutes=0.0001"])
-    assert train_fold(train_cases, val_cases, fold, spent, resume=True) == []
+    loaded: list[str] = []
+    assert train_fold(train_cases, val_cases, fold, spent, resume=True, on_load=loaded.append) == []
+    assert train_fold(train_cases, val_cases, fold, more, resume=True, on_load=loaded.append) == []
+    assert loaded == []
     assert load_checkpoint(fold / "last.pt")["epoch"] == 4

@@ -107,6 +107,21 @@ def train_fold(
     device = device or dist.default_device()
     set_determinism(seed=int(training["seed"]) + dist.rank())
     fold_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, log_path = (
+        fold_dir / "last.pt",
+        fold_dir / "best.pt",
+        fold_dir / "log.csv",
+    )
+    state = load_checkpoint(last_path) if resume and last_path.is_file() else None
+    start = int(state["epoch"]) if state else 0
+    # A resumed run goes on with the clock where it stopped: the time budget and the poly
+    # schedule's share of it count the whole training, not each run.
+    spent = float(state.get("seconds", 0.0)) if state else 0.0
+    max_minutes = training.get("max_minutes")
+    if start >= int(training["epochs"]) or (
+        max_minutes is not None and spent >= 60.0 * float(max_minutes)
+    ):
+        return []  # resumed a finished fold: nothing to load or train
 
     def cache(cases: Sequence[Case]) -> list[dict[str, Any]]:
         out = []
@@ -136,28 +151,15 @@ def train_fold(
     scaler = torch.amp.GradScaler(
         device.type, enabled=bool(training["amp"]) and device.type == "cuda"
     )
-    start, best, spent = 0, -1.0, 0.0
+    best = float(state["best_dice"]) if state else -1.0
     logs: list[EpochLog] = []
-    last_path, best_path, log_path = (
-        fold_dir / "last.pt",
-        fold_dir / "best.pt",
-        fold_dir / "log.csv",
-    )
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path)
+    if state:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, best = int(state["epoch"]), float(state["best_dice"])
-        spent = float(state.get("seconds", 0.0))
     elif dist.is_main():
         log_path.write_text(",".join(LOG_COLUMNS) + "\n")
     model = dist.wrap(net)
-    # A resumed run goes on with the clock where it stopped: the time budget and the poly
-    # schedule's share of it count the whole training, not each run.
     began = time.monotonic() - spent
-    max_minutes = training.get("max_minutes")
-    if max_minutes is not None and spent >= 60.0 * float(max_minutes):
-        return logs  # resumed after the budget was spent: nothing left to train
     interval = int(training["validation_interval"])
     base_lr = float(training["learning_rate"])
     schedule = str(training.get("lr_schedule", "constant"))
