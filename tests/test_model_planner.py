@@ -36,6 +36,7 @@ def test_plan_follows_the_fingerprint() -> None:
     assert net["kernels"][0] == [3, 3, 1] and net["strides"][1] == [2, 2, 1]
     assert len(net["kernels"]) == len(net["strides"]) == len(net["filters"])
     assert plan["postprocess"]["outside_lung"] is True
+    assert plan["inference"]["resample"] == "probabilities"  # nnU-Net's way back to the scan
 
 
 def test_a_smaller_budget_gives_a_smaller_patch_and_a_shallower_net() -> None:

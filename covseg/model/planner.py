@@ -95,7 +95,13 @@ def plan_from_fingerprint(
         epochs=500,
         validation_interval=10,
     )
-    plan["inference"].update(roi_size=patch, sw_batch_size=2, tta_mirror=True, tta_noise_repeats=0)
+    plan["inference"].update(
+        roi_size=patch,
+        sw_batch_size=2,
+        tta_mirror=True,
+        tta_noise_repeats=0,
+        resample="probabilities",
+    )
     plan["postprocess"].update(min_component_ml=0.1, outside_lung=True)
     plan["planning"] = {
         "variant": variant,

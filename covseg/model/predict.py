@@ -13,6 +13,7 @@ from covseg.io import Volume
 from covseg.model.data import check_ct
 from covseg.model.geometry import crop_box, sub_volume, to_input_grid, to_model_grid
 from covseg.model.inference import predict_probabilities
+from covseg.model.plan import PlanError
 from covseg.model.postprocess import postprocess
 
 
@@ -65,7 +66,15 @@ def segment(
         box = crop_box(ct, lung, float(infer["lung_margin_mm"]))
     image, grid = to_model_grid(sub_volume(ct, box), plan)
     prob = predict_probabilities(image, nets, plan, tta=tta, bf16=bf16, device=device)
-    label = to_input_grid(prob.argmax(0, keepdim=True).to(torch.uint8), grid, mode="nearest")[0]
+    resample = infer.get("resample", "labels")
+    if resample not in ("labels", "probabilities"):
+        raise PlanError(f"inference.resample is {resample!r}: use labels or probabilities")
+    if resample == "probabilities":
+        # nnU-Net's way: class probabilities interpolated onto the scan's grid, then argmax, so
+        # a finer input grid gets smooth boundaries instead of the model grid's staircase.
+        label = to_input_grid(prob, grid, mode="bilinear").argmax(0)
+    else:  # the baseline's way (argmax, then Invertd with nearest neighbour)
+        label = to_input_grid(prob.argmax(0, keepdim=True).to(torch.uint8), grid, mode="nearest")[0]
     mask = np.zeros(ct.shape, dtype=bool)
     mask[box] = label > 0.5
     mask = postprocess(
