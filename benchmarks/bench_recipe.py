@@ -63,7 +63,7 @@ def main() -> None:
             size=args.size,
             seed=1,
         )
-    in_plane = round(SOURCES["A"].spacing[0] * FULL_SIZE / args.size, 1)
+    in_plane = SOURCES["A"].spacing[0] * FULL_SIZE / args.size  # exactly the phantoms' grid
     demo_like = [
         f"preprocessing.spacing_mm=[{in_plane}, {in_plane}, 5.0]",
         "augmentation.pad_to=[64, 64]",
