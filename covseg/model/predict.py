@@ -59,6 +59,9 @@ def segment(
     lung_crop = infer.get("lung_crop", False) if lung_crop is None else lung_crop
     tta = infer.get("tta", False) if tta is None else tta
     bf16 = infer.get("bf16", False) if bf16 is None else bf16
+    resample = infer.get("resample", "labels")
+    if resample not in ("labels", "probabilities"):
+        raise PlanError(f"inference.resample is {resample!r}: use labels or probabilities")
     check_ct(ct, path)
     lung = lung_mask(ct, path) if lung_crop or post.get("outside_lung") else None
     box: tuple[slice, ...] = tuple(slice(0, n) for n in ct.shape)
@@ -66,9 +69,6 @@ def segment(
         box = crop_box(ct, lung, float(infer["lung_margin_mm"]))
     image, grid = to_model_grid(sub_volume(ct, box), plan)
     prob = predict_probabilities(image, nets, plan, tta=tta, bf16=bf16, device=device)
-    resample = infer.get("resample", "labels")
-    if resample not in ("labels", "probabilities"):
-        raise PlanError(f"inference.resample is {resample!r}: use labels or probabilities")
     if resample == "probabilities":
         # nnU-Net's way: class probabilities interpolated onto the scan's grid, then argmax, so
         # a finer input grid gets smooth boundaries instead of the model grid's staircase.
