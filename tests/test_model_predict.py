@@ -131,8 +131,14 @@ def test_probabilities_resampled_to_a_finer_scan_follow_the_true_boundary() -> N
     scores = {}
     for resample in ("labels", "probabilities"):
         plan["inference"]["resample"] = resample
-        mask = segment(ct, [Threshold()], plan).mask.array > 0
+        result = segment(ct, [Threshold()], plan, probability=True)
+        mask = result.mask.array > 0
         scores[resample] = dice(mask, ball)
+        assert result.probability is not None
+        lesion_prob = result.probability.array
+        assert lesion_prob.min() >= 0.0 and lesion_prob.max() <= 1.0
+        if resample == "probabilities":  # the mask is the probability map at 0.5
+            np.testing.assert_array_equal(mask, lesion_prob > 0.5)
     assert scores["probabilities"] > 0.94  # measured 0.949; labels 0.930
     assert scores["probabilities"] > scores["labels"] + 0.01
     plan["inference"]["resample"] = "nearest"

@@ -69,10 +69,11 @@ def segment(
         box = crop_box(ct, lung, float(infer["lung_margin_mm"]))
     image, grid = to_model_grid(sub_volume(ct, box), plan)
     prob = predict_probabilities(image, nets, plan, tta=tta, bf16=bf16, device=device)
-    if resample == "probabilities":
-        # nnU-Net's way: class probabilities interpolated onto the scan's grid, then argmax, so
-        # a finer input grid gets smooth boundaries instead of the model grid's staircase.
-        label = to_input_grid(prob, grid, mode="bilinear").argmax(0)
+    # nnU-Net's way: class probabilities interpolated onto the scan's grid, then argmax, so a
+    # finer input grid gets smooth boundaries instead of the model grid's staircase.
+    back = to_input_grid(prob, grid, mode="bilinear") if resample == "probabilities" else None
+    if back is not None:
+        label = back.argmax(0)
     else:  # the baseline's way (argmax, then Invertd with nearest neighbour)
         label = to_input_grid(prob.argmax(0, keepdim=True).to(torch.uint8), grid, mode="nearest")[0]
     mask = np.zeros(ct.shape, dtype=bool)
@@ -87,6 +88,10 @@ def segment(
     result = Segmentation(ct.with_array(mask.astype(np.uint8)), lung=lung)
     if probability:
         full = np.zeros(ct.shape, dtype=np.float32)
-        full[box] = to_input_grid(prob[1:].sum(0, keepdim=True), grid, mode="bilinear")[0]
+        full[box] = (
+            back[1:].sum(0)  # already on the scan's grid
+            if back is not None
+            else to_input_grid(prob[1:].sum(0, keepdim=True), grid, mode="bilinear")[0]
+        )
         result.probability = ct.with_array(full)
     return result
