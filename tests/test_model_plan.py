@@ -7,7 +7,14 @@ import pytest
 
 from covseg.datasets import Case
 from covseg.model.data import make_folds
-from covseg.model.plan import PlanError, apply_overrides, load_preset, read_plan, write_plan
+from covseg.model.plan import (
+    PlanError,
+    apply_overrides,
+    check_plan,
+    load_preset,
+    read_plan,
+    write_plan,
+)
 
 
 def test_baseline_plan_has_the_published_values() -> None:
@@ -64,3 +71,43 @@ def test_folds_are_deterministic_disjoint_and_stratified() -> None:
     assert folds == make_folds(list(reversed(cases)), 5, seed=0)
     assert sorted(i for f in folds for i in f) == sorted(c.case_id for c in cases)
     assert all(sum("-B-" in i for i in f) == 2 for f in folds)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("training.optimizer=adamw", "training.optimizer is 'adamw': use adam or sgd"),
+        ("training.loss=dice", "training.loss is 'dice': use dice_ce or"),
+        ("inference.resample=linear", "inference.resample is 'linear': use labels or"),
+        ("inference.overlap=1.0", r"inference.overlap is 1.0: expected a number in \[0, 1\)"),
+        ("augmentation.flip_prob=1.5", r"flip_prob is 1.5: expected a number in \[0, 1\]"),
+        ("augmentation.noise_prob=yes", "noise_prob is True"),  # YAML reads yes as a boolean
+        ("training.learning_rate=0", "learning_rate is 0"),
+        ("training.batch_size=0", "batch_size is 0: expected a whole number >= 1"),
+        ("training.folds=1", "folds is 1: expected a whole number >= 2"),
+        ("augmentation.crop_size=[32, 32]", "crop_size is \\[32, 32\\]: expected 3 positive"),
+        ("inference.roi_size=[32, 32.5, 16]", "expected 3 positive whole numbers"),
+        ("preprocessing.spacing_mm=[1, 1, -5]", "spacing_mm is \\[1, 1, -5\\]"),
+        ("postprocess.min_component_ml=-1", "min_component_ml is -1"),
+        ("training.max_minutes=0", "max_minutes is 0: expected a positive number"),
+    ],
+)
+def test_a_bad_plan_value_is_refused_naming_the_key(override: str, expected: str) -> None:
+    with pytest.raises(PlanError, match=expected):
+        check_plan(apply_overrides(load_preset("baseline"), [override]))
+
+
+def test_the_presets_and_their_usual_overrides_pass_the_check() -> None:
+    check_plan(load_preset("baseline"))
+    check_plan(
+        apply_overrides(
+            load_preset("baseline"),
+            ["training.max_minutes=9.5", "inference.overlap=0", "training.optimizer=sgd"],
+        )
+    )
+
+
+def test_a_model_folder_with_a_bad_plan_value_is_refused_naming_the_file(tmp_path: Path) -> None:
+    write_plan(apply_overrides(load_preset("baseline"), ["inference.resample=cubic"]), tmp_path)
+    with pytest.raises(PlanError, match=r"plan.yaml: inference.resample is 'cubic'"):
+        read_plan(tmp_path)

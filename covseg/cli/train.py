@@ -51,7 +51,14 @@ def train(
     from covseg.datasets import DatasetError, find_cases
     from covseg.model import distributed as dist
     from covseg.model.data import CaseError
-    from covseg.model.plan import PlanError, apply_overrides, load_preset, read_plan, write_plan
+    from covseg.model.plan import (
+        PlanError,
+        apply_overrides,
+        check_plan,
+        load_preset,
+        read_plan,
+        write_plan,
+    )
 
     overrides = list(set_)
     if epochs is not None:
@@ -68,6 +75,7 @@ def train(
             plan = apply_overrides(plan_from_data(data_dir, variant), overrides)
         else:
             plan = apply_overrides(load_preset(preset), overrides)
+        check_plan(plan)
         n_folds = int(plan["training"]["folds"])
         if fold is None:  # the 2D recipe is a fold ensemble: its CV report needs every fold
             fold = "all" if plan.get("dimensions") == 2 else "0"

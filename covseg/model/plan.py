@@ -63,6 +63,110 @@ def apply_overrides(plan: Plan, overrides: list[str]) -> Plan:
     return plan
 
 
+#: Named choices of a 3D plan (``SECTION.KEY``: allowed values); the builders name the same.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "network.name": ("BasicUNet", "DynUNet"),
+    "training.loss": ("dice_ce", "dice_focal", "dice_topk", "noise_robust_dice"),
+    "training.optimizer": ("adam", "sgd"),
+    "training.lr_schedule": ("constant", "poly"),
+    "inference.blend_mode": ("gaussian", "constant"),
+    "inference.padding_mode": ("constant", "reflect", "replicate", "circular"),
+    "inference.resample": ("labels", "probabilities"),
+}
+#: Numbers of a 3D plan that must lie in an interval: (low, high, brackets), "[)": low
+#: included, high excluded.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "augmentation.affine_prob": (0.0, 1.0, "[]"),
+    "augmentation.noise_prob": (0.0, 1.0, "[]"),
+    "augmentation.flip_prob": (0.0, 1.0, "[]"),
+    "augmentation.noise_std": (0.0, float("inf"), "[)"),
+    "network.dropout": (0.0, 1.0, "[)"),
+    "training.learning_rate": (0.0, float("inf"), "()"),
+    "inference.overlap": (0.0, 1.0, "[)"),
+    "inference.tta_noise_std": (0.0, float("inf"), "[)"),
+    "inference.lung_margin_mm": (0.0, float("inf"), "[)"),
+    "postprocess.min_component_ml": (0.0, float("inf"), "[)"),
+    "postprocess.lung_dilation_mm": (0.0, float("inf"), "[)"),
+}
+#: Counts of a 3D plan and their least value.
+COUNTS: dict[str, int] = {
+    "augmentation.crop_samples": 1,
+    "training.batch_size": 1,
+    "training.epochs": 1,
+    "training.validation_interval": 1,
+    "training.folds": 2,
+    "inference.sw_batch_size": 1,
+    "inference.tta_noise_repeats": 0,
+}
+#: Sizes of a 3D plan: ``SECTION.KEY`` -> (length, integers?), every entry > 0.
+SIZES: dict[str, tuple[int, bool]] = {
+    "preprocessing.spacing_mm": (3, False),
+    "augmentation.pad_to": (2, "[]"),
+    "augmentation.crop_size": (3, "[]"),
+    "inference.roi_size": (3, "[]"),
+}
+
+
+def check_plan(plan: Plan, where: str = "plan") -> None:
+    """Refuse a 3D plan value that would fail (or silently mislead) later, before any work.
+
+    Only the values present are checked (an ``auto`` plan's network has other keys); 2D plans
+    are checked by :mod:`covseg.model.slices2d`. ``where`` (a file, or "plan") starts the
+    message, which names the key, the value and what is allowed.
+    """
+    if plan.get("dimensions", 3) != 3:
+        return
+
+    def fail(key: str, value: Any, expected: str) -> PlanError:
+        return PlanError(f"{where}: {key} is {value!r}: {expected}")
+
+    for key, value in _values(plan):
+        if key in CHOICES and value not in CHOICES[key]:
+            raise fail(key, value, "use " + " or ".join(CHOICES[key]))
+        if key in RANGES and not _in_interval(value, *RANGES[key]):
+            low, high, brackets = RANGES[key]
+            interval = f"{brackets[0]}{low:g}, {high:g}{brackets[1]}"
+            raise fail(key, value, f"expected a number in {interval}")
+        if key in COUNTS and not (_is_int(value) and value >= COUNTS[key]):
+            raise fail(key, value, f"expected a whole number >= {COUNTS[key]}")
+        if key in SIZES:
+            length, whole = SIZES[key]
+            ok = isinstance(value, list) and len(value) == length
+            ok = ok and all((_is_int(v) if whole else _is_number(v)) and v > 0 for v in value)
+            if not ok:
+                kind = "whole numbers" if whole else "numbers"
+                raise fail(key, value, f"expected {length} positive {kind}")
+    budget = plan.get("training", {}).get("max_minutes")
+    if budget is not None and not (_is_number(budget) and budget > 0):
+        raise fail("training.max_minutes", budget, "expected a positive number of minutes or null")
+
+
+def _values(plan: Plan) -> list[tuple[str, Any]]:
+    """(``SECTION.KEY``, value) of every entry one level below the plan's sections."""
+    return [
+        (f"{section}.{key}", value)
+        for section, entries in plan.items()
+        if isinstance(entries, dict)
+        for key, value in entries.items()
+    ]
+
+
+def _in_interval(value: Any, low: float, high: float, brackets: str) -> bool:
+    if not _is_number(value):
+        return False
+    above = low <= value if brackets[0] == "[" else low < value
+    below = value <= high if brackets[1] == "]" else value < high
+    return above and below
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def write_plan(plan: Plan, model_dir: Path) -> Path:
     """Write ``plan`` to ``model_dir/plan.yaml`` (key order kept, so it reads like the preset)."""
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +186,7 @@ def read_plan(model_dir: Path) -> Plan:
             f"{path}: plan format {plan.get('format_version')!r}, this covseg reads "
             f"{FORMAT_VERSION} (retrain the model or use the covseg version that made it)"
         )
+    check_plan(plan, str(path))
     return plan
 
 

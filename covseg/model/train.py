@@ -28,6 +28,7 @@ from covseg.model.inference import (
 )
 from covseg.model.losses import build_loss
 from covseg.model.networks import build_network
+from covseg.model.plan import check_plan
 from covseg.model.transforms import train_transforms
 
 LOG_COLUMNS = ("epoch", "loss", "val_dice", "seconds")
@@ -103,6 +104,7 @@ def train_fold(
     from monai.data import DataLoader, Dataset
     from monai.utils import set_determinism
 
+    check_plan(plan)
     training = plan["training"]
     device = device or dist.default_device()
     set_determinism(seed=int(training["seed"]) + dist.rank())
