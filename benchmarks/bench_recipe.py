@@ -63,25 +63,25 @@ def main() -> None:
             size=args.size,
             seed=1,
         )
-    in_plane = SOURCES["A"].spacing[0] * FULL_SIZE / args.size  # exactly the phantoms' grid
-    demo_like = [
-        f"preprocessing.spacing_mm=[{in_plane}, {in_plane}, 5.0]",
-        "augmentation.pad_to=[64, 64]",
-        "augmentation.crop_size=[64, 64, 16]",
-        "inference.roi_size=[64, 64, 16]",
-        "network.features=[16, 16, 32, 64, 128, 16]",
-        "training.learning_rate=0.01",
-        "training.amp=false",
-        "training.epochs=100000",
-        f"training.max_minutes={args.minutes}",
-        "training.validation_interval=100000",
-        "postprocess.outside_lung=true",
-        "postprocess.min_component_ml=0.5",
-    ]
     if args.score_only:
         plan = apply_overrides(read_plan(args.output), args.overrides)
         logs, train_s = [], 0.0
     else:
+        in_plane = SOURCES["A"].spacing[0] * FULL_SIZE / args.size  # exactly the phantoms' grid
+        demo_like = [
+            f"preprocessing.spacing_mm=[{in_plane}, {in_plane}, 5.0]",
+            "augmentation.pad_to=[64, 64]",
+            "augmentation.crop_size=[64, 64, 16]",
+            "inference.roi_size=[64, 64, 16]",
+            "network.features=[16, 16, 32, 64, 128, 16]",
+            "training.learning_rate=0.01",
+            "training.amp=false",
+            "training.epochs=100000",
+            f"training.max_minutes={args.minutes}",
+            "training.validation_interval=100000",
+            "postprocess.outside_lung=true",
+            "postprocess.min_component_ml=0.5",
+        ]
         plan = apply_overrides(load_preset("baseline"), demo_like + args.overrides)
         shutil.rmtree(args.output, ignore_errors=True)
         write_plan(plan, args.output)
