@@ -88,6 +88,21 @@ def test_bad_training_cases_are_named_and_skipped(tmp_path: Path) -> None:
     assert "volume-covid19-A-0002_ct.nii.gz: no label" in result.output
 
 
+def test_a_bad_plan_value_stops_training_before_any_case_is_read(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from covseg.cli import app
+
+    (tmp_path / "data").mkdir()  # no cases at all: the plan must be refused first
+    args = ["train", str(tmp_path / "data"), "-o", str(tmp_path / "model")]
+    result = CliRunner().invoke(app, [*args, "--set", "inference.overlap=1", "--no-progress"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: plan: inference.overlap is 1: expected a number in [0, 1)"
+    ), result.output
+    assert not (tmp_path / "model").exists()
+
+
 def test_poly_schedule_follows_nnunet_and_constant_keeps_the_rate() -> None:
     from covseg.model.train import scheduled_lr
 
