@@ -179,24 +179,32 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
     assert not torch.allclose(weights(6, 0.0), first, atol=1e-3)
 
 
-def test_soft_dice_loss_per_batch_and_per_slice() -> None:
-    from covseg.model.slices2d_net import _soft_dice_loss
+def test_soft_and_noise_robust_dice_per_batch_and_per_slice() -> None:
+    from covseg.model.slices2d_net import _loss, _noise_robust_dice, _soft_dice
 
-    # Logits so large that the sigmoid is exactly 0 or 1: slice 0 is predicted right (4 pixels),
-    # slice 1 predicts 1 pixel where the truth has 3 others.
-    big = 50.0
-    logits = torch.full((2, 1, 4, 4), -big)
+    # Probabilities exactly 0 or 1: slice 0 is predicted right (4 pixels), slice 1 predicts
+    # 1 pixel where the truth has 3 others.
+    prob = torch.zeros(2, 1, 4, 4)
     target = torch.zeros(2, 1, 4, 4)
-    logits[0, 0, :2, :2] = big
+    prob[0, 0, :2, :2] = 1
     target[0, 0, :2, :2] = 1
-    logits[1, 0, 3, 3] = big
+    prob[1, 0, 3, 3] = 1
     target[1, 0, 0, :3] = 1
-    # Batch: overlap 4, predicted 5, truth 7 -> 1 - (2*4+1)/(5+7+1).
-    batch = _soft_dice_loss(logits, target, batch=True)
-    assert batch.item() == pytest.approx(1 - 9 / 13, abs=1e-6)
+    # Dice, batch: overlap 4, predicted 5, truth 7 -> 1 - (2*4+1)/(5+7+1).
+    assert _soft_dice(prob, target, batch=True).item() == pytest.approx(1 - 9 / 13, abs=1e-6)
     # Per slice: 1 - 9/9 = 0 and 1 - 1/5 = 0.8, mean 0.4.
-    per_slice = _soft_dice_loss(logits, target, batch=False)
-    assert per_slice.item() == pytest.approx(0.4, abs=1e-6)
+    assert _soft_dice(prob, target, batch=False).item() == pytest.approx(0.4, abs=1e-6)
+    # Noise-robust Dice: 4 wrong pixels over 5 + 7 squared probabilities (+1).
+    assert _noise_robust_dice(prob, target, batch=True).item() == pytest.approx(4 / 13)
+    assert _noise_robust_dice(prob, target, batch=False).item() == pytest.approx((0 + 4 / 5) / 2)
+    # A half-sure pixel on the truth costs 0.5^1.5 / (0.25 + 1 + 1), not Dice's 1 - 2/2.5.
+    half, one = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    half[0, 0, 0, 0], one[0, 0, 0, 0] = 0.5, 1.0
+    assert _noise_robust_dice(half, one, batch=True).item() == pytest.approx(0.5**1.5 / 2.25)
+    # As a training loss: BCE (4 pixels wrong by 50 logits, of 32) plus the overlap term.
+    logits = torch.where(prob > 0, 50.0, -50.0)
+    both = _loss(logits, target, True, "bce_noise_robust_dice")
+    assert both.item() == pytest.approx(4 / 13 + 4 * 50 / 32, rel=1e-4)
 
 
 def test_augmentation_probability_leaves_the_other_samples_as_they_are() -> None:
@@ -286,6 +294,10 @@ def test_train_command_names_a_bad_mask_or_plan_value_in_one_line(tmp_path: Path
     )
     assert result.exit_code == 1
     assert "training.members must be at least 1, got 0" in result.output
+    args = ["train", str(tmp_path / "ok"), "-o", str(tmp_path / "m"), "--preset", "slices-2d"]
+    result = runner.invoke(app, [*args, "--set", "training.loss=dice"])
+    assert result.exit_code == 1
+    assert "training.loss is 'dice': use bce_dice or bce_noise_robust_dice" in result.output
 
 
 def test_pseudo_label_stage_fine_tunes_every_member(tmp_path: Path) -> None:

@@ -86,26 +86,42 @@ def targets_from_maps(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tenso
     return torch.cat([lesion, solid], dim=1).float()
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor, batch_dice: bool) -> torch.Tensor:
-    """BCE + soft Dice of the lesion; with class targets, 3-class cross-entropy + lesion Dice."""
+#: ``training.loss`` of the 2D preset: the overlap term beside (B)CE.
+LOSSES = ("bce_dice", "bce_noise_robust_dice")
+
+
+def _loss(
+    logits: torch.Tensor, targets: torch.Tensor, batch_dice: bool, name: str = "bce_dice"
+) -> torch.Tensor:
+    """BCE + soft Dice of the lesion; with class targets, 3-class cross-entropy + lesion Dice.
+
+    ``name`` ``bce_noise_robust_dice`` replaces the soft Dice by COPLE-Net's noise-robust Dice
+    (gamma 1.5), which weighs the few pixels far from the truth less than Dice does.
+    """
     lesion = targets[:, :1]
+    overlap = _soft_dice if name == "bce_dice" else _noise_robust_dice
     if logits.shape[1] == 1:
         bce = F.binary_cross_entropy_with_logits(logits, lesion)
-        return bce + _soft_dice_loss(logits, lesion, batch=batch_dice)
+        return bce + overlap(torch.sigmoid(logits), lesion, batch_dice)
     classes = (lesion[:, 0] * (1 + targets[:, 1])).round().long()  # 0 bg, 1 ggo, 2 solid
     prob = 1 - torch.softmax(logits, dim=1)[:, :1]
-    return F.cross_entropy(logits, classes) + _soft_dice(prob, lesion, batch=batch_dice)
-
-
-def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, batch: bool) -> torch.Tensor:
-    """Soft Dice loss over the whole batch (``batch``) or the mean of each slice's."""
-    return _soft_dice(torch.sigmoid(logits), target, batch)
+    return F.cross_entropy(logits, classes) + overlap(prob, lesion, batch_dice)
 
 
 def _soft_dice(prob: torch.Tensor, target: torch.Tensor, batch: bool) -> torch.Tensor:
+    """Soft Dice loss over the whole batch (``batch``) or the mean of each slice's."""
     dims = (0, 1, 2, 3) if batch else (1, 2, 3)
     inter = (prob * target).sum(dims)
     return (1 - (2 * inter + 1) / (prob.sum(dims) + target.sum(dims) + 1)).mean()
+
+
+def _noise_robust_dice(
+    prob: torch.Tensor, target: torch.Tensor, batch: bool, gamma: float = 1.5
+) -> torch.Tensor:
+    """COPLE-Net's ``sum |p - g|^gamma / (sum p^2 + sum g^2 + 1)``, over the batch or a slice."""
+    dims = (0, 1, 2, 3) if batch else (1, 2, 3)
+    num = ((prob - target).abs() ** gamma).sum(dims)
+    return (num / ((prob**2).sum(dims) + (target**2).sum(dims) + 1)).mean()
 
 
 def train_network(
@@ -153,6 +169,9 @@ def train_network(
         if decay > 0
         else None
     )
+    loss_name = str(train.get("loss", "bce_dice"))
+    if loss_name not in LOSSES:
+        raise ValueError(f"training.loss is {loss_name!r}: use {' or '.join(LOSSES)}")
     net.train()
     start, running = time.perf_counter(), 0.0
     for step in range(steps):
@@ -162,7 +181,7 @@ def train_network(
             x, y = augment(x, y, plan["augmentation"], gen)
         with autocast(CPU, bool(train["bf16"])):
             logits = net((x - _MEAN) / _STD)
-        loss = _loss(logits.float(), y, bool(train.get("batch_dice", True)))
+        loss = _loss(logits.float(), y, bool(train.get("batch_dice", True)), loss_name)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
