@@ -101,9 +101,9 @@ COUNTS: dict[str, int] = {
 #: Sizes of a 3D plan: ``SECTION.KEY`` -> (length, integers?), every entry > 0.
 SIZES: dict[str, tuple[int, bool]] = {
     "preprocessing.spacing_mm": (3, False),
-    "augmentation.pad_to": (2, "[]"),
-    "augmentation.crop_size": (3, "[]"),
-    "inference.roi_size": (3, "[]"),
+    "augmentation.pad_to": (2, True),
+    "augmentation.crop_size": (3, True),
+    "inference.roi_size": (3, True),
 }
 
 
