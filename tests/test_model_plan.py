@@ -90,11 +90,23 @@ def test_folds_are_deterministic_disjoint_and_stratified() -> None:
         ("preprocessing.spacing_mm=[1, 1, -5]", "spacing_mm is \\[1, 1, -5\\]"),
         ("postprocess.min_component_ml=-1", "min_component_ml is -1"),
         ("training.max_minutes=0", "max_minutes is 0: expected a positive number"),
+        (
+            "preprocessing.intensity={hu_min: 500, hu_max: -1000, clip: true}",
+            r"hu_min, hu_max is \[500, -1000\]: expected hu_min < hu_max",
+        ),
     ],
 )
 def test_a_bad_plan_value_is_refused_naming_the_key(override: str, expected: str) -> None:
     with pytest.raises(PlanError, match=expected):
         check_plan(apply_overrides(load_preset("baseline"), [override]))
+
+
+def test_a_zscore_window_without_spread_is_refused() -> None:
+    plan = load_preset("baseline")
+    plan["preprocessing"]["intensity"] = {"kind": "zscore", "clip_min": -1000.0, "clip_max": 100.0}
+    plan["preprocessing"]["intensity"].update(mean=-600.0, std=0.0)
+    with pytest.raises(PlanError, match="intensity.std is 0.0: expected a positive HU spread"):
+        check_plan(plan)
 
 
 def test_the_presets_and_their_usual_overrides_pass_the_check() -> None:

@@ -136,6 +136,16 @@ def check_plan(plan: Plan, where: str = "plan") -> None:
             if not ok:
                 kind = "whole numbers" if whole else "numbers"
                 raise fail(key, value, f"expected {length} positive {kind}")
+    window = plan.get("preprocessing", {}).get("intensity", {})
+    if "hu_min" in window and not (
+        _is_number(window["hu_min"])
+        and _is_number(window.get("hu_max"))
+        and window["hu_min"] < window["hu_max"]
+    ):
+        pair = [window.get("hu_min"), window.get("hu_max")]
+        raise fail("preprocessing.intensity hu_min, hu_max", pair, "expected hu_min < hu_max (HU)")
+    if "std" in window and not (_is_number(window["std"]) and window["std"] > 0):
+        raise fail("preprocessing.intensity.std", window["std"], "expected a positive HU spread")
     budget = plan.get("training", {}).get("max_minutes")
     if budget is not None and not (_is_number(budget) and budget > 0):
         raise fail("training.max_minutes", budget, "expected a positive number of minutes or null")
