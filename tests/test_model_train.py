@@ -215,3 +215,26 @@ def test_resume_goes_on_from_the_last_epoch_and_keeps_the_clock(tmp_path: Path) 
     assert train_fold(train_cases, val_cases, fold, more, resume=True, on_load=loaded.append) == []
     assert loaded == []
     assert load_checkpoint(fold / "last.pt")["epoch"] == 4
+
+
+def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path: Path) -> None:
+    # Batches, crops, flips, noise and dropout come from generators the checkpoint restores:
+    # 2 epochs + 2 resumed ones must give the weights of 4 epochs in one go.
+    torch.set_num_threads(1)
+    write_cases(tmp_path / "data", range(3))
+    tiny = [*SMALL, "network.features=[4, 4, 8, 8, 8, 4]", "training.folds=3"]
+    plan = apply_overrides(load_preset("baseline"), [*tiny, "training.epochs=4"])
+    plan["augmentation"].update(affine_prob=0.5, noise_prob=0.5)  # every generator in use
+    train_cases, val_cases = split_fold(find_cases(tmp_path / "data"), plan, 0)
+    whole, parts = tmp_path / "whole" / "fold_0", tmp_path / "parts" / "fold_0"
+    train_fold(train_cases, val_cases, whole, plan)
+    train_fold(train_cases, val_cases, parts, apply_overrides(plan, ["training.epochs=2"]))
+    train_fold(train_cases, val_cases, parts, plan, resume=True)
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(parts / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    losses = [
+        [r.split(",")[1] for r in (f / "log.csv").read_text().splitlines()[1:]]
+        for f in (whole, parts)
+    ]
+    assert losses[0] == losses[1]

@@ -19,6 +19,7 @@ import torch
 
 from covseg.datasets import Case
 from covseg.model import distributed as dist
+from covseg.model import rng
 from covseg.model.data import CaseError, load_case, make_folds
 from covseg.model.inference import (
     CHECKPOINT_FORMAT,
@@ -141,7 +142,8 @@ def train_fold(
     cached = cache(train_cases)
     if not cached:
         raise CaseError(f"{fold_dir}: no usable training case")
-    data = Dataset(cached, transform=train_transforms(plan))
+    transform = train_transforms(plan)
+    data = Dataset(cached, transform=transform)
     val_data = cache(val_cases) if dist.is_main() else []
     sampler = dist.sampler(data, seed=int(training["seed"]))
     loader = DataLoader(
@@ -158,6 +160,11 @@ def train_fold(
     if state:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        # One process: go on with the generators where they stopped, so the resumed run draws
+        # the batches and crops the uninterrupted one would have. Under torchrun each process
+        # has its own generators and the checkpoint holds process 0's: those re-seed instead.
+        if "rng" in state and not dist.active():
+            rng.restore(state["rng"], transform)
     elif dist.is_main():
         log_path.write_text(",".join(LOG_COLUMNS) + "\n")
     model = dist.wrap(net)
@@ -205,6 +212,7 @@ def train_fold(
                 "epoch": epoch + 1,
                 "best_dice": best,
                 "seconds": elapsed,
+                "rng": rng.capture(transform),
             }
             torch.save(state, last_path)
             if improved or not val_data:
