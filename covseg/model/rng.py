@@ -1,8 +1,9 @@
 """Random-number states of a training run, so that ``--resume`` goes on where it stopped.
 
 A resumed run restores the generators that choose its batches, crops, augmentation and dropout
-(torch's, NumPy's, Python's and each random MONAI transform's) and so repeats, step for step, the
-run that was not interrupted. The states are stored as tensors and plain numbers, which
+(torch's, CUDA's where present, NumPy's, Python's and each random MONAI transform's) and so
+repeats, step for step, the run that was not interrupted (on a GPU as far as its kernels are
+deterministic). The states are stored as tensors and plain numbers, which
 ``torch.load(weights_only=True)`` reads back.
 """
 
@@ -23,6 +24,7 @@ def capture(transform: Any) -> dict[str, Any]:
         "numpy": _numpy_state(np.random.get_state()),  # noqa: NPY002
         "python": random.getstate(),
         "transforms": [_numpy_state(t.R.get_state()) for t in _random_parts(transform)],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -41,6 +43,9 @@ def restore(state: dict[str, Any], transform: Any) -> bool:
     random.setstate((version, tuple(internal), gauss))
     for part, saved in zip(parts, state["transforms"], strict=True):
         part.R.set_state(_numpy_tuple(saved))
+    cuda = state.get("cuda", [])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     return True
 
 
