@@ -13,7 +13,7 @@ from covseg.io import Volume
 from covseg.model.data import check_ct
 from covseg.model.geometry import crop_box, sub_volume, to_input_grid, to_model_grid
 from covseg.model.inference import predict_probabilities
-from covseg.model.plan import PlanError
+from covseg.model.plan import CHOICES, PlanError
 from covseg.model.postprocess import postprocess
 
 
@@ -60,7 +60,7 @@ def segment(
     tta = infer.get("tta", False) if tta is None else tta
     bf16 = infer.get("bf16", False) if bf16 is None else bf16
     resample = infer.get("resample", "labels")
-    if resample not in ("labels", "probabilities"):
+    if resample not in CHOICES["inference.resample"]:
         raise PlanError(f"inference.resample is {resample!r}: use labels or probabilities")
     check_ct(ct, path)
     lung = lung_mask(ct, path) if lung_crop or post.get("outside_lung") else None
