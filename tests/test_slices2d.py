@@ -179,6 +179,38 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
     assert not torch.allclose(weights(6, 0.0), first, atol=1e-3)
 
 
+def test_fast_dropout_is_a_bernoulli_mask_scaled_like_torchs() -> None:
+    from covseg.model.slices2d_net import FastDropout, make_network
+
+    drop = FastDropout(0.1)
+    x = torch.full((2, 8, 250, 250), 3.0, requires_grad=True)  # 1e6 elements
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    # Kept values scaled by exactly 1 / 0.9; the kept share within 5 s.d. (3e-4) of 0.9.
+    assert torch.allclose(y[kept], torch.tensor(3.0 / 0.9))
+    assert abs(kept.float().mean().item() - 0.9) < 1.5e-3
+    # The gradient passes through the same mask with the same scale.
+    y.sum().backward()
+    assert x.grad is not None and torch.equal(x.grad != 0, kept)
+    assert torch.allclose(x.grad[kept], torch.tensor(1 / 0.9))
+    # Seeded like the rest of training; a different draw each call; identity when evaluating.
+    torch.manual_seed(0)
+    assert torch.equal(drop(x) != 0, kept)
+    assert not torch.equal(drop(x) != 0, kept)
+    assert drop.eval()(x) is x
+    # Mask bits come 4 to a 64-bit draw: no position within the 4 is biased.
+    lanes = kept.flatten().reshape(-1, 4).float().mean(dim=0)
+    assert torch.all((lanes - 0.9).abs() < 3e-3)
+    # The network holds no torch Dropout (each was replaced, probability kept).
+    net = make_network({"features": [4, 4, 8, 8, 8, 4], "dropout": 0.25})
+    kinds = [type(m) for m in net.modules()]
+    assert torch.nn.Dropout not in kinds and FastDropout in kinds
+    assert {m.p for m in net.modules() if isinstance(m, FastDropout)} == {0.25}
+    with pytest.raises(ValueError, match="dropout probability 1"):
+        FastDropout(1.0)
+
+
 def test_soft_and_noise_robust_dice_per_batch_and_per_slice() -> None:
     from covseg.model.slices2d_net import _loss, _noise_robust_dice, _soft_dice
 

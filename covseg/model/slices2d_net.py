@@ -34,18 +34,56 @@ CPU = torch.device("cpu")
 _MEAN, _STD = 0.45, 0.3
 
 
+class FastDropout(torch.nn.Module):
+    """Dropout that draws its random mask 4 elements per random number.
+
+    Zeroes each element with probability ``p`` (rounded to a multiple of 1/65536) and scales the
+    rest by 1 / (1 - p), as :class:`torch.nn.Dropout`. Why: on CPU, ``torch.nn.Dropout`` draws one
+    random number per element, which took 30 % of a slices-2d training step; one 64-bit integer
+    cut into four 16-bit ones makes the same Bernoulli mask 4x cheaper (a step 14 % faster).
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability {p}: expected a number in [0, 1)")
+        self.p = p
+        self._cut = round(p * 65536) - 32768  # int16 values below it are dropped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= self._cut
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def make_network(cfg: dict[str, Any], out_channels: int = 1) -> torch.nn.Module:
-    """The 2D MONAI BasicUNet of the plan's ``network`` section.
+    """The 2D MONAI BasicUNet of the plan's ``network`` section, with :class:`FastDropout`.
 
     ``out_channels``: 1 (a lesion logit) or 3 (background, ground glass, consolidation).
     """
-    return BasicUNet(
+    net = BasicUNet(
         spatial_dims=2,
         in_channels=1,
         out_channels=out_channels,
         features=tuple(cfg["features"]),
         dropout=cfg.get("dropout", 0.0),
     )
+    _replace_dropout(net)
+    return net
+
+
+def _replace_dropout(module: torch.nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Dropout):
+            setattr(module, name, FastDropout(child.p))
+        else:
+            _replace_dropout(child)
 
 
 def to_tensor(images: Sequence[npt.NDArray[Any]], size: int, mask: bool) -> torch.Tensor:
