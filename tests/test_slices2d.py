@@ -211,6 +211,50 @@ def test_fast_dropout_is_a_bernoulli_mask_scaled_like_torchs() -> None:
         FastDropout(1.0)
 
 
+def test_inference_sizes_are_factors_of_the_image_size_and_bad_ones_are_named() -> None:
+    from covseg.model.slices2d_net import inference_sizes
+
+    plan = load_preset()
+    assert inference_sizes({"image_size": 160, "inference": {}}) == [160]
+    assert inference_sizes({**plan, "image_size": 160}) == [160, 192, 224]
+    # Rounded to the U-Net's stride of 16: 1.1 x 160 = 176, 1.3 x 100 = 130 -> 128.
+    assert inference_sizes({"image_size": 160, "inference": {"scales": [1.1]}}) == [176]
+    assert inference_sizes({"image_size": 100, "inference": {"scales": [1.3]}}) == [128]
+    for bad in ([], [0], [1.0, -1], "1.2", [True], 1.2):
+        with pytest.raises(ValueError, match="inference.scales is .*positive factors"):
+            inference_sizes({"image_size": 160, "inference": {"scales": bad}})
+
+
+def test_prediction_averages_the_scales_at_each_slices_own_size() -> None:
+    from covseg.model.slices2d_net import predict_maps, predict_slices, restore_size, to_tensor
+
+    # A 1 x 1 convolution: the logit of a pixel is 2 x its normalised grey value + 0.5.
+    net = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+        net.bias.fill_(0.5)
+    net.eval()
+    flat = np.full((30, 50), 153, dtype=np.uint8)  # grey 0.6: logit 2 x (0.6 - 0.45) / 0.3 + 0.5
+    expected = 1 / (1 + np.exp(-1.5))
+    (out,) = predict_slices([net], [flat], [16, 48], tta=True, bf16=False)
+    assert out.shape == (1, 30, 50)
+    assert np.allclose(out, expected, atol=1e-5)
+    # A structured slice: the mean of the one-size predictions, each back at the slice's size.
+    rng = np.random.default_rng(0)
+    slices = [rng.integers(0, 256, (37, 61), dtype=np.uint8), flat]
+    both = predict_slices([net], slices, [32, 64], tta=False, bf16=False)
+    for image, got in zip(slices, both, strict=True):
+        each = [
+            restore_size(
+                predict_maps([net], to_tensor([image], s, False), False, False)[0], image.shape
+            )
+            for s in (32, 64)
+        ]
+        assert got.shape == (1, *image.shape)
+        assert np.allclose(got, (each[0] + each[1]) / 2, atol=1e-6)
+        assert not np.allclose(each[0], each[1], atol=1e-3) or image is flat
+
+
 def test_soft_and_noise_robust_dice_per_batch_and_per_slice() -> None:
     from covseg.model.slices2d_net import _loss, _noise_robust_dice, _soft_dice
 
@@ -342,7 +386,7 @@ def test_pseudo_label_stage_fine_tunes_every_member(tmp_path: Path) -> None:
     plan["pseudo_labels"].update(enabled=True, unlabelled_dir="../unlabelled/images", iterations=10)
     _, _, (result,) = cross_validate(tmp_path / "train", plan, [0], control=True)
     assert len(result.states) == 2
-    assert set(result.probs) == {"teacher", "control", "tta", "no_tta", "final"}
+    assert set(result.probs) == {"teacher", "control", "tta", "no_tta", "final", "one_scale"}
     # Fine-tuning (with or without the pseudo-labelled slices) changes the teachers' output.
     for variant in ("control", "tta"):  # all three with mirror TTA
         assert any(

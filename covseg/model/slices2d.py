@@ -50,7 +50,7 @@ from covseg.model.slices2d_data import (
     read_slice,
 )
 from covseg.model.slices2d_eval import choose_min_area, class_map, class_scores, dice, segment
-from covseg.model.slices2d_net import make_network, predict_maps, restore_size, to_tensor
+from covseg.model.slices2d_net import inference_sizes, make_network, predict_slices, to_tensor
 
 #: The preset file shipped with covseg.
 PRESET_PATH = Path(__file__).parent / "presets" / "slices-2d.yaml"
@@ -79,7 +79,8 @@ def cross_validate(
     size = plan["image_size"]
     truths = [p[1] for p in pairs]
     solid = load_consolidation(data_dir, cases, truths) if uses_classes(plan) else None
-    images, masks, shapes = prepare([p[0] for p in pairs], truths, size, solid)
+    originals = [p[0] for p in pairs]
+    images, masks = prepare(originals, truths, size, solid)
     extra = read_unlabelled(data_dir, plan)
     unlabelled = to_tensor(extra, size, mask=False) if extra else None
     assignment = fold_assignment(len(cases), k, plan["training"]["split_seed"])
@@ -87,7 +88,7 @@ def cross_validate(
     for fold in wanted:
         if not 0 <= fold < k:
             raise ValueError(f"fold {fold} out of range 0..{k - 1}")
-    args = (assignment, images, masks, shapes, unlabelled, plan, control, progress)
+    args = (assignment, images, masks, originals, unlabelled, plan, control, progress)
     processes, threads = fold_processes(len(wanted), plan["training"].get("fold_processes"))
     results = []
     for result, elapsed in _run_folds(wanted, args, processes, threads):
@@ -277,12 +278,14 @@ def train_slices_2d(
             "dice_postprocessed": dice(segment(p, threshold, min_area), truths[i]),
             "dice_tta": dice(r_tta >= threshold, truths[i]),
             "dice_no_tta": dice(r_no_tta >= threshold, truths[i]),
+            "dice_one_scale": dice(r_one >= threshold, truths[i]),
         }
-        for i, p, r_tta, r_no_tta in zip(
+        for i, p, r_tta, r_no_tta, r_one in zip(
             index,
             probs,
             [q for r in results for q in r.probs["tta"]],
             [q for r in results for q in r.probs["no_tta"]],
+            [q for r in results for q in r.probs["one_scale"]],
             strict=True,
         )
     ]
@@ -297,6 +300,8 @@ def train_slices_2d(
         "dice_mean": float(np.mean([row["dice"] for row in rows])),
         "dice_mean_tta": float(np.mean([row["dice_tta"] for row in rows])),
         "dice_mean_no_tta": float(np.mean([row["dice_no_tta"] for row in rows])),
+        "dice_mean_one_scale": float(np.mean([row["dice_one_scale"] for row in rows])),
+        "inference_sizes": inference_sizes(plan),
         "dice_mean_postprocessed": pp_scores[min_area],
         "postprocessing_scores": {str(k): v for k, v in pp_scores.items()},
         "min_area_fraction": min_area,
@@ -331,7 +336,8 @@ def train_slices_2d(
         )
     print(
         f"CV Dice mean: {report['dice_mean']:.4f} (mirror TTA {report['dice_mean_tta']:.4f}, "
-        f"no TTA {report['dice_mean_no_tta']:.4f}; "
+        f"no TTA {report['dice_mean_no_tta']:.4f}, "
+        f"at {plan['image_size']} px only {report['dice_mean_one_scale']:.4f}; "
         f"post-processed, min area {min_area:g}: {report['dice_mean_postprocessed']:.4f}); "
         f"{report['train_seconds']:.0f}s",
         flush=True,
@@ -422,14 +428,12 @@ def predict_slices_2d(
         net = make_network(plan["network"], 3 if classes else 1)
         net.load_state_dict(torch.load(w, map_location="cpu", weights_only=True))
         nets.append(net.eval())
-    inference = plan["inference"]
+    inference, sizes = plan["inference"], inference_sizes(plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in _expand(inputs):
         image, box = _read_for_prediction(path)
-        x = to_tensor([image], plan["image_size"], mask=False)
-        maps = predict_maps(nets, x, inference["tta"], plan["training"]["bf16"])[0]
-        prob = restore_size(maps, image.shape)
+        (prob,) = predict_slices(nets, [image], sizes, inference["tta"], plan["training"]["bf16"])
         # Class map 0/1/2 whose lesion is the mask (a binary model's has class 1 only).
         labels = class_map(
             prob[0],

@@ -19,8 +19,9 @@ import torch
 
 from covseg.model.slices2d_data import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_slice
 from covseg.model.slices2d_net import (
+    inference_sizes,
     predict_maps,
-    restore_size,
+    predict_slices,
     targets_from_maps,
     to_tensor,
     train_network,
@@ -32,8 +33,9 @@ class FoldResult:
     """A trained fold: its validation slices, its members' weights and out-of-fold probabilities.
 
     ``probs`` maps a variant name to one probability map per validation slice: ``tta`` (the
-    fold's members with mirror TTA), ``no_tta``, ``final`` (one of those two, as the plan's
-    ``inference.tta`` says), and with pseudo-labels ``teacher`` (before fine-tuning)
+    fold's members with mirror TTA, at the plan's ``inference.scales``), ``no_tta``, ``final``
+    (one of those two, as the plan's ``inference.tta`` says), ``one_scale`` (as ``final``, at
+    ``image_size`` only), and with pseudo-labels ``teacher`` (before fine-tuning)
     and, when asked for, ``control`` (fine-tuned as long, without the pseudo-labelled slices).
     A model trained with classes adds ``consolidation`` (probability, as ``final`` is made).
     """
@@ -73,14 +75,13 @@ def unlabelled_images(data_dir: Path, plan: dict[str, Any]) -> list[npt.NDArray[
 
 def _oof(
     nets: list[torch.nn.Module],
-    images: torch.Tensor,
-    shapes: list[tuple[int, ...]],
+    images: list[npt.NDArray[np.uint8]],
+    sizes: list[int],
     tta: bool,
     bf16: bool,
 ) -> list[npt.NDArray[np.float32]]:
     """Out-of-fold maps (C, H, W) at the slices' own sizes: the lesion, then consolidation."""
-    maps = predict_maps(nets, images, tta=tta, bf16=bf16)
-    return [restore_size(m, s) for m, s in zip(maps, shapes, strict=True)]
+    return predict_slices(nets, images, sizes, tta=tta, bf16=bf16)
 
 
 def run_fold(
@@ -88,16 +89,20 @@ def run_fold(
     assignment: npt.NDArray[np.int64],
     images: torch.Tensor,
     masks: torch.Tensor,
-    shapes: list[tuple[int, ...]],
+    originals: list[npt.NDArray[np.uint8]],
     unlabelled: torch.Tensor | None,
     plan: dict[str, Any],
     control: bool = False,
     log: bool = False,
 ) -> FoldResult:
-    """Train fold ``fold`` (teacher, then the pseudo-label stage if ``unlabelled`` is given)."""
+    """Train fold ``fold`` (teacher, then the pseudo-label stage if ``unlabelled`` is given).
+
+    ``images`` and ``masks`` are the resized slices; ``originals`` the slices as read, which the
+    out-of-fold maps are predicted from (at each of the plan's inference sizes).
+    """
     train_idx = torch.from_numpy(np.flatnonzero(assignment != fold))
     val_index = np.flatnonzero(assignment == fold).tolist()
-    val_images, val_shapes = images[val_index], [shapes[i] for i in val_index]
+    val_images, sizes = [originals[i] for i in val_index], inference_sizes(plan)
     # Member 0 keeps the seed of a one-member plan, so members=1 reproduces it exactly.
     seeds = [plan["training"]["seed"] * 100 + fold + 1000 * m for m in range(members(plan))]
     bf16 = plan["training"]["bf16"]
@@ -114,7 +119,7 @@ def run_fold(
     ]
     result = FoldResult(fold, val_index, [net.state_dict() for net in nets])
     if unlabelled is not None:
-        result.probs["teacher"] = _lesion(_oof(nets, val_images, val_shapes, True, bf16))
+        result.probs["teacher"] = _lesion(_oof(nets, val_images, sizes, True, bf16))
         pseudo = targets_from_maps(predict_maps(nets, unlabelled, tta=True, bf16=bf16))
         teachers = result.states
 
@@ -128,16 +133,18 @@ def run_fold(
 
         if control:
             controls = fine_tune(images[train_idx], masks[train_idx])
-            result.probs["control"] = _lesion(_oof(controls, val_images, val_shapes, True, bf16))
+            result.probs["control"] = _lesion(_oof(controls, val_images, sizes, True, bf16))
         nets = fine_tune(
             torch.cat([images[train_idx], unlabelled]), torch.cat([masks[train_idx], pseudo])
         )
         result.states = [net.state_dict() for net in nets]
-    tta = _oof(nets, val_images, val_shapes, True, bf16)
-    no_tta = _oof(nets, val_images, val_shapes, False, bf16)
+    tta = _oof(nets, val_images, sizes, True, bf16)
+    no_tta = _oof(nets, val_images, sizes, False, bf16)
     result.probs["tta"], result.probs["no_tta"] = _lesion(tta), _lesion(no_tta)
     final = tta if plan["inference"]["tta"] else no_tta
     result.probs["final"] = _lesion(final)
+    one = _oof(nets, val_images, [int(plan["image_size"])], plan["inference"]["tta"], bf16)
+    result.probs["one_scale"] = _lesion(one)
     if masks.shape[1] == 2:
         result.probs["consolidation"] = [m[1] for m in final]
     return result
@@ -160,15 +167,14 @@ def prepare(
     masks: list[npt.NDArray[np.bool_]],
     size: int,
     consolidation: list[npt.NDArray[np.bool_]] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]]:
-    """Resized images (N, 1, S, S), targets (N, C, S, S) and the original shapes.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resized images (N, 1, S, S) and targets (N, C, S, S).
 
     The targets are the lesion masks, and with ``consolidation`` a second channel of it (kept
     inside the resized lesion).
     """
-    shapes = [tuple(i.shape) for i in images]
     targets = to_tensor(masks, size, mask=True)
     if consolidation is not None:
         solid = to_tensor(consolidation, size, mask=True) * targets
         targets = torch.cat([targets, solid], dim=1)
-    return to_tensor(images, size, mask=False), targets, shapes
+    return to_tensor(images, size, mask=False), targets

@@ -264,6 +264,46 @@ def predict_maps(
     return torch.cat(out)
 
 
+def inference_sizes(plan: dict[str, Any]) -> list[int]:
+    """Input sizes (pixels a side) the networks predict at: ``image_size`` times each factor of
+    ``inference.scales`` (default ``[1.0]``), rounded to a multiple of 16 (the U-Net's stride).
+    """
+    scales = plan["inference"].get("scales", [1.0])
+    if (
+        not isinstance(scales, list)
+        or not scales
+        or not all(isinstance(f, int | float) and not isinstance(f, bool) and f > 0 for f in scales)
+    ):
+        raise ValueError(
+            f"inference.scales is {scales!r}: expected a list of positive factors of image_size"
+        )
+    return [16 * max(1, round(plan["image_size"] * f / 16)) for f in scales]
+
+
+def predict_slices(
+    nets: list[torch.nn.Module],
+    images: Sequence[npt.NDArray[Any]],
+    sizes: Sequence[int],
+    tta: bool,
+    bf16: bool,
+) -> list[npt.NDArray[np.float32]]:
+    """Mean probability maps (C, H, W) of 2D ``images``, each at its own size.
+
+    Each image is resized to every one of ``sizes`` (pixels a side), predicted by all ``nets``
+    (with ``tta``, in the 4 mirrorings too), and the maps are averaged at the image's size.
+    """
+    total: list[npt.NDArray[np.float32]] = []
+    for size in sizes:
+        maps = predict_maps(nets, to_tensor(images, size, mask=False), tta, bf16)
+        for i, (m, image) in enumerate(zip(maps, images, strict=True)):
+            prob = restore_size(m, image.shape)
+            if len(total) <= i:
+                total.append(prob)
+            else:
+                total[i] += prob
+    return [(t / np.float32(len(sizes))).astype(np.float32) for t in total]
+
+
 def restore_size(maps: torch.Tensor, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     """Resize one slice's (C, S, S) probability maps back to its original ``shape``."""
     out = F.interpolate(maps[None], size=tuple(shape), mode="bilinear", align_corners=False)
