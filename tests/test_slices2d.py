@@ -445,11 +445,20 @@ def test_class_scores_average_the_slices_that_hold_the_class() -> None:
     assert scores[2]["pooled"] == pytest.approx(0.5)
 
 
-def test_training_with_classes_reports_and_predicts_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("classes", "members", "outputs"), [(True, 1, [3]), ("mixed", 2, [1, 3])])
+def test_training_with_classes_reports_and_predicts_them(
+    tmp_path: Path, classes: bool | str, members: int, outputs: list[int]
+) -> None:
+    from covseg.model.slices2d_net import outputs_of
+
     data = _write_folder(tmp_path / "train", 8, classes=True)
     plan = _tiny_plan()
-    plan["training"].update(classes=True, members=1, iterations=80)
+    plan["training"].update(classes=classes, members=members, iterations=80)
     train_slices_2d(data, tmp_path / "model", plan, None, progress=False)
+    # "mixed": member 0 learns the lesion only, member 1 the classes too.
+    for fold in ("fold_0", "fold_1"):
+        weights = sorted((tmp_path / "model" / fold).glob("model*.pt"))
+        assert [outputs_of(torch.load(w, weights_only=True)) for w in weights] == outputs
     report = json.loads((tmp_path / "model" / "cv_report.json").read_text())
     assert report["dice_mean"] > 0.6
     # Bright half-disks (consolidation) against grey ones: both classes are found.
@@ -463,10 +472,47 @@ def test_training_with_classes_reports_and_predicts_them(tmp_path: Path) -> None
         assert set(np.unique(labels)) <= {0, 1, 2} and np.array_equal(labels > 0, mask)
 
 
+def test_mixed_classes_without_class_maps_train_the_lesion_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _write_folder(tmp_path / "train", 6)
+    plan = _tiny_plan()
+    plan["training"].update(classes="mixed", folds=2, iterations=10, fold_processes=1)
+    train_slices_2d(data, tmp_path / "model", plan, None, progress=False)
+    assert "no classes/ maps, so every network learns the lesion only" in capsys.readouterr().out
+    saved = yaml.safe_load((tmp_path / "model" / "plan.yaml").read_text())
+    assert saved["training"]["classes"] is False
+    report = json.loads((tmp_path / "model" / "cv_report.json").read_text())
+    assert "classes" not in report and report["networks_per_fold"] == 2
+
+
+def test_a_mixed_ensemble_averages_the_lesion_over_all_and_classes_over_class_networks() -> None:
+    from covseg.model.slices2d_net import predict_maps
+
+    class Constant(torch.nn.Module):
+        def __init__(self, logits: list[float]) -> None:
+            super().__init__()
+            self.logits = torch.tensor(logits).view(1, -1, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits.expand(x.shape[0], -1, *x.shape[2:])
+
+    binary = Constant([0.0])  # lesion 0.5
+    # Softmax of (0, ln 1, ln 2): background 1/4, ground glass 1/4, consolidation 1/2.
+    three = Constant([0.0, 0.0, float(np.log(2.0))])
+    maps = predict_maps([binary, three], torch.zeros(2, 1, 8, 8), tta=False, bf16=False)
+    assert maps.shape == (2, 2, 8, 8)
+    assert torch.allclose(maps[:, 0], torch.tensor((0.5 + 0.75) / 2))  # over both networks
+    assert torch.allclose(maps[:, 1], torch.tensor(0.5))  # over the class network only
+    assert predict_maps([binary], torch.zeros(1, 1, 8, 8), False, False).shape == (1, 1, 8, 8)
+
+
 def test_a_bad_classes_setting_is_refused(tmp_path: Path) -> None:
     from covseg.model.slices2d import uses_classes
 
     plan = _tiny_plan()
     plan["training"]["classes"] = "yes"
-    with pytest.raises(ValueError, match="training.classes must be true or false, got 'yes'"):
+    with pytest.raises(
+        ValueError, match="training.classes must be true, false or mixed, got 'yes'"
+    ):
         uses_classes(plan)

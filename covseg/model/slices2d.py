@@ -12,8 +12,9 @@ Model folder layout::
     cv_probs.npz           out-of-fold probability maps by case id (8-bit)
 
 With ``training.classes: true`` the networks also tell ground glass from consolidation (trained
-on the folder's ``classes/`` maps); the CV report adds each class's Dice and ``covseg predict``
-writes class maps (0/1/2) to ``OUT_DIR/classes/`` beside the lesion masks.
+on the folder's ``classes/`` maps); with ``mixed`` (the preset) every second network of a fold
+does. The CV report then adds each class's Dice and ``covseg predict`` writes class maps (0/1/2)
+to ``OUT_DIR/classes/`` beside the lesion masks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from PIL import Image
 from covseg.model.slices2d_cv import FoldResult, fold_assignment, members, prepare, run_fold
 from covseg.model.slices2d_cv import unlabelled_images as read_unlabelled
 from covseg.model.slices2d_data import (
+    CLASS_FOLDER,
     CLASS_NAMES,
     DICOM_SUFFIXES,
     HU_WINDOW,
@@ -50,7 +52,13 @@ from covseg.model.slices2d_data import (
     read_slice,
 )
 from covseg.model.slices2d_eval import choose_min_area, class_map, class_scores, dice, segment
-from covseg.model.slices2d_net import inference_sizes, make_network, predict_slices, to_tensor
+from covseg.model.slices2d_net import (
+    inference_sizes,
+    make_network,
+    outputs_of,
+    predict_slices,
+    to_tensor,
+)
 
 #: The preset file shipped with covseg.
 PRESET_PATH = Path(__file__).parent / "presets" / "slices-2d.yaml"
@@ -71,6 +79,7 @@ def cross_validate(
     progress: bool = False,
 ) -> tuple[list[str], list[npt.NDArray[np.bool_]], list[FoldResult]]:
     """Run the cross-validation; returns the case ids, the masks and the trained folds."""
+    plan = resolve_classes(plan, data_dir)
     cases = find_slice_cases(data_dir)
     pairs = load_labelled(cases)
     k = plan["training"]["folds"]
@@ -106,11 +115,25 @@ def cross_validate(
 
 
 def uses_classes(plan: dict[str, Any]) -> bool:
-    """Whether the plan trains the lesion classes (``training.classes``, default false)."""
+    """Whether some of the plan's networks learn the lesion classes (``training.classes``:
+    ``true`` or ``mixed``; default false), so the folder's ``classes/`` maps are needed."""
     value = plan["training"].get("classes", False)
-    if not isinstance(value, bool):
-        raise ValueError(f"training.classes must be true or false, got {value!r}")
-    return value
+    if not (isinstance(value, bool) or value == "mixed"):
+        raise ValueError(f"training.classes must be true, false or mixed, got {value!r}")
+    return value is not False
+
+
+def resolve_classes(plan: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """The plan to train on ``data_dir``: ``training.classes: mixed`` without a ``classes/``
+    folder there becomes ``false`` (a binary ensemble), with a printed note."""
+    if plan["training"].get("classes") == "mixed" and not (data_dir / CLASS_FOLDER).is_dir():
+        print(
+            f"{data_dir}: no {CLASS_FOLDER}/ maps, so every network learns the lesion only "
+            "(training.classes: mixed -> false)",
+            flush=True,
+        )
+        return {**plan, "training": {**plan["training"], "classes": False}}
+    return plan
 
 
 def fold_processes(n_folds: int, setting: int | str | None) -> tuple[int, int]:
@@ -247,6 +270,8 @@ def train_slices_2d(
     ... # doctest: +SKIP
     """
     start = time.perf_counter()
+    uses_classes(plan)  # a bad setting is named before any timing or reading
+    plan = resolve_classes(plan, data_dir)
     n_folds = len(folds) if folds is not None else int(plan["training"]["folds"])
     count, iterations, step = fit_budget(plan, n_folds)
     if (count, iterations) != (members(plan), plan["training"]["iterations"]):
@@ -312,7 +337,7 @@ def train_slices_2d(
     }
     per_class = (
         _class_report(data_dir, truths, index, results, min_area, threshold)
-        if uses_classes(plan)
+        if "consolidation" in results[0].probs
         else {}
     )
     if per_class:
@@ -422,12 +447,14 @@ def predict_slices_2d(
     weights = sorted(model_dir.glob("fold_*/model*.pt"))
     if not weights:
         raise ValueError(f"{model_dir}: no fold_*/model.pt")
-    classes = uses_classes(plan)
-    nets = []
+    nets, outputs = [], set()
     for w in weights:
-        net = make_network(plan["network"], 3 if classes else 1)
-        net.load_state_dict(torch.load(w, map_location="cpu", weights_only=True))
+        state = torch.load(w, map_location="cpu", weights_only=True)
+        outputs.add(outputs_of(state))  # 1, or 3 with classes
+        net = make_network(plan["network"], outputs_of(state))
+        net.load_state_dict(state)
         nets.append(net.eval())
+    classes = 3 in outputs
     inference, sizes = plan["inference"], inference_sizes(plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -105,17 +105,19 @@ def run_fold(
     val_images, sizes = [originals[i] for i in val_index], inference_sizes(plan)
     # Member 0 keeps the seed of a one-member plan, so members=1 reproduces it exactly.
     seeds = [plan["training"]["seed"] * 100 + fold + 1000 * m for m in range(members(plan))]
+    # Target channels of each member: 1 (lesion) or, for those that learn classes, all of them.
+    channels = [masks.shape[1] if learns_classes(plan, m) else 1 for m in range(len(seeds))]
     bf16 = plan["training"]["bf16"]
     nets = [
         train_network(
             images[train_idx],
-            masks[train_idx],
+            masks[train_idx, :c],
             plan,
             seed,
             log=log,
             label=f"fold {fold} " + (f"member {m} " if len(seeds) > 1 else ""),
         )
-        for m, seed in enumerate(seeds)
+        for m, (seed, c) in enumerate(zip(seeds, channels, strict=True))
     ]
     result = FoldResult(fold, val_index, [net.state_dict() for net in nets])
     if unlabelled is not None:
@@ -127,15 +129,16 @@ def run_fold(
             """Each teacher trained further on ``x``, ``y`` for the pseudo-label stage's steps."""
             steps = plan["pseudo_labels"]["iterations"]
             return [
-                train_network(x, y, plan, seed + 1, state, steps)
-                for seed, state in zip(seeds, teachers, strict=True)
+                train_network(x, y[:, :c], plan, seed + 1, state, steps)
+                for seed, state, c in zip(seeds, teachers, channels, strict=True)
             ]
 
         if control:
             controls = fine_tune(images[train_idx], masks[train_idx])
             result.probs["control"] = _lesion(_oof(controls, val_images, sizes, True, bf16))
         nets = fine_tune(
-            torch.cat([images[train_idx], unlabelled]), torch.cat([masks[train_idx], pseudo])
+            torch.cat([images[train_idx], unlabelled]),
+            torch.cat([masks[train_idx, : pseudo.shape[1]], pseudo]),
         )
         result.states = [net.state_dict() for net in nets]
     tta = _oof(nets, val_images, sizes, True, bf16)
@@ -145,13 +148,20 @@ def run_fold(
     result.probs["final"] = _lesion(final)
     one = _oof(nets, val_images, [int(plan["image_size"])], plan["inference"]["tta"], bf16)
     result.probs["one_scale"] = _lesion(one)
-    if masks.shape[1] == 2:
+    if final[0].shape[0] == 2:  # some member learnt the classes
         result.probs["consolidation"] = [m[1] for m in final]
     return result
 
 
 def _lesion(maps: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
     return [m[0] for m in maps]
+
+
+def learns_classes(plan: dict[str, Any], member: int) -> bool:
+    """Whether network ``member`` of a fold learns the lesion classes: all of them with
+    ``training.classes: true``, every second one (1, 3 ...) with ``mixed``, none otherwise."""
+    value = plan["training"].get("classes", False)
+    return value is True or (value == "mixed" and member % 2 == 1)
 
 
 def members(plan: dict[str, Any]) -> int:

@@ -99,6 +99,11 @@ def to_tensor(images: Sequence[npt.NDArray[Any]], size: int, mask: bool) -> torc
     return torch.cat(out)
 
 
+def outputs_of(state: dict[str, torch.Tensor]) -> int:
+    """Outputs of the network whose weights are ``state``: 1 (lesion) or 3 (with classes)."""
+    return int(state["final_conv.weight"].shape[0])
+
+
 def output_channels(targets: int) -> int:
     """Network outputs for ``targets`` target channels: 1 for the lesion, 3 with its classes."""
     if targets not in (1, 2):
@@ -245,7 +250,8 @@ def predict_maps(
 ) -> torch.Tensor:
     """Mean probability maps (N, C, S, S) over ``nets`` and, with ``tta``, the 4 mirrorings.
 
-    Channel 0 is the lesion; networks with class outputs add consolidation (:func:`to_maps`).
+    Channel 0 is the lesion, the mean over all ``nets``; where some have class outputs, channel 1
+    is consolidation, the mean over those (:func:`to_maps`).
     """
     flips: list[tuple[int, ...]] = [()]
     if tta:
@@ -260,7 +266,9 @@ def predict_maps(
                 with autocast(CPU, bf16):
                     logits = net(xi).float()
                 maps.append(to_maps(torch.flip(logits, dims) if dims else logits))
-        out.append(torch.stack(maps).mean(dim=0))
+        lesion = torch.stack([m[:, :1] for m in maps]).mean(dim=0)
+        solid = [m[:, 1:] for m in maps if m.shape[1] == 2]
+        out.append(torch.cat([lesion, torch.stack(solid).mean(dim=0)], 1) if solid else lesion)
     return torch.cat(out)
 
 
