@@ -2,7 +2,8 @@
 
 ``train_slices_2d`` runs the k-fold cross-validation (printing the Dice of each fold and the
 mean), chooses the post-processing on the out-of-fold predictions and writes the fold models,
-``plan.yaml`` and a CV report. ``predict_slices_2d`` applies the fold ensemble with mirror TTA.
+``plan.yaml`` and a CV report. ``predict_slices_2d`` applies the fold ensemble at the plan's
+input sizes (``inference.scales``; mirror TTA too with ``inference.tta``).
 
 Model folder layout::
 
