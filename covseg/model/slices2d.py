@@ -451,8 +451,9 @@ def predict_slices_2d(
     nets, outputs = [], set()
     for w in weights:
         state = torch.load(w, map_location="cpu", weights_only=True)
-        outputs.add(outputs_of(state))  # 1, or 3 with classes
-        net = make_network(plan["network"], outputs_of(state))
+        count = outputs_of(state)  # 1, or 3 with classes
+        outputs.add(count)
+        net = make_network(plan["network"], count)
         net.load_state_dict(state)
         nets.append(net.eval())
     classes = 3 in outputs
