@@ -76,7 +76,12 @@ def submit(
             sub = client.get(f"/api/submissions/{sub['id']}", headers=headers).json()
     if sub["status"] == "failed":
         raise fail(f"submission {sub['id']} failed: {sub['message']}")
-    if sub["status"] == "succeeded":
+    if sub["status"] == "succeeded" and sub.get("scores_hidden"):
+        typer.echo(
+            f"  scored; the scores of the {phase} phase stay hidden until the organizers "
+            "publish its board"
+        )
+    elif sub["status"] == "succeeded":
         for source, metrics in sub["summary"].items():
             shown = ", ".join(
                 f"{m} {v['mean']:.4f}"

@@ -171,6 +171,10 @@ class Team(Base):
     #: concurrent submissions of one team wait for each other on SQLite and PostgreSQL alike.
     lock_counter: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: When an organizer took the team off the boards and the final ranking (``None``: it
+    #: competes). The team, its members and its submissions are kept.
+    excluded_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    exclusion_reason: Mapped[str] = mapped_column(Text, default="")
     members: Mapped[list[TeamMember]] = relationship(back_populates="team")
 
 

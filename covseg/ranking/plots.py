@@ -46,6 +46,12 @@ def _colors(n: int) -> NDArray[np.float64]:
     return np.asarray(cmap(np.linspace(0.05, 0.95, n) if n > 10 else np.arange(n)))
 
 
+def _literal(name: str) -> str:
+    """``name`` as matplotlib prints it verbatim: ``$`` escaped, so no mathtext is parsed (a
+    name like ``T $\\bad$`` would otherwise stop the plot). Unescaping restores it exactly."""
+    return name.replace("$", r"\$")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
@@ -68,7 +74,7 @@ def _order(result: RankingResult, task: Task, method: str) -> NDArray[np.intp]:
 
 def _algorithm_axis(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=90, fontsize=_label_size(len(names)))
+    ax.set_xticklabels(map(_literal, names), rotation=90, fontsize=_label_size(len(names)))
     ax.set_xlim(-0.7, len(names) - 0.3)
 
 
@@ -117,7 +123,7 @@ def podium(task: Task, order: NDArray[np.intp]) -> Figure:
         for k in range(n):
             freq = np.bincount(case_ranks[k][ok[k]].astype(int) - 1, minlength=n)
             bottom.bar(np.arange(n) + offsets[k], freq, width=0.7 / n, color=colors[k])
-            top.scatter([], [], color=colors[k], label=task.algorithms[order[k]])
+            top.scatter([], [], color=colors[k], label=_literal(task.algorithms[order[k]]))
         top.legend(fontsize=7, loc="upper right")
         bottom.set_ylabel("cases")
         axis = bottom
@@ -158,7 +164,7 @@ def significance_map(task: Task, order: NDArray[np.intp], pairwise: pd.DataFrame
     ax.imshow(np.nan_to_num(matrix), cmap="Blues", vmin=0, vmax=1.4, aspect="equal")
     _algorithm_axis(ax, names)
     ax.set_yticks(np.arange(len(names)))
-    ax.set_yticklabels(names, fontsize=_label_size(len(names)))
+    ax.set_yticklabels(map(_literal, names), fontsize=_label_size(len(names)))
     ax.set_xlabel("other algorithm")
     ax.set_ylabel("algorithm (blue: significantly better than the other)")
     ax.set_title(f"{task.name}: significance map (one-sided Wilcoxon, adjusted)")

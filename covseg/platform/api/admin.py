@@ -1,4 +1,4 @@
-"""Organizer actions: registrations, board visibility, exports, audit log, final ranking."""
+"""Organizer actions: registrations, teams, board visibility, exports, audit log, final ranking."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from covseg.platform.api.schemas import (
     AuditOut,
     ChallengeOut,
     DecisionIn,
+    ExclusionIn,
     RankingIn,
     RankingOut,
     RegistrationOut,
+    TeamStatusOut,
     VisibilityIn,
 )
 from covseg.platform.config import Settings
@@ -59,6 +61,38 @@ def decide(
     reg = participants.decide_registration(db, user, ch, registration_id, body.approve)
     db.commit()
     return RegistrationOut.model_validate(reg)
+
+
+def team_status_out(status: participants.TeamStatus) -> TeamStatusOut:
+    """A team as organizers see it."""
+    team = status.team
+    return TeamStatusOut(
+        id=team.id,
+        name=team.name,
+        members=status.members,
+        rejected_members=status.rejected,
+        excluded_at=team.excluded_at,
+        exclusion_reason=team.exclusion_reason,
+        competing=status.competing,
+    )
+
+
+@router.get("/challenges/{slug}/admin/teams")
+def teams(slug: str, db: DB, user: CurrentUser) -> list[TeamStatusOut]:
+    """Every team, its members and whether it is on the boards and in the final ranking."""
+    ch = challenges.get_challenge(db, slug)
+    return [team_status_out(t) for t in participants.list_teams(db, user, ch)]
+
+
+@router.post("/challenges/{slug}/admin/teams/{team_id}/exclusion")
+def exclusion(
+    slug: str, team_id: int, body: ExclusionIn, db: DB, user: CurrentUser
+) -> TeamStatusOut:
+    """Exclude a team from the boards and the final ranking (nothing is deleted), or readmit it."""
+    ch = challenges.get_challenge(db, slug)
+    status = participants.set_team_excluded(db, user, ch, team_id, body.excluded, body.reason)
+    db.commit()
+    return team_status_out(status)
 
 
 @router.post("/challenges/{slug}/admin/phases/{phase}/board", status_code=204)

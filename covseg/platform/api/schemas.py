@@ -108,6 +108,10 @@ class SubmissionOut(Orm):
     message: str
     created_at: datetime
     finished_at: datetime | None
+    scores_hidden: bool = Field(
+        description="True while the phase's board is hidden: `summary` and the per-case "
+        "metrics stay empty until the organizers publish the board."
+    )
     summary: dict[str, Any]
 
 
@@ -135,6 +139,21 @@ class BoardOut(BaseModel):
 
 class VisibilityIn(BaseModel):
     public: bool
+
+
+class ExclusionIn(BaseModel):
+    excluded: bool = Field(description="True takes the team off the boards and the ranking.")
+    reason: str = Field("", max_length=500, description="Shown to organizers and the team.")
+
+
+class TeamStatusOut(BaseModel):
+    id: int
+    name: str
+    members: list[str]
+    rejected_members: list[str]
+    excluded_at: datetime | None
+    exclusion_reason: str
+    competing: bool = Field(description="On the boards and in the final ranking.")
 
 
 class AuditOut(Orm):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,9 +10,11 @@ from scipy.stats import rankdata
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from covseg.platform.models import Phase, Submission, SubmissionStatus, User
+from covseg.platform.models import Phase, Submission, SubmissionStatus, Team, User
 from covseg.platform.services.challenges import METRICS, is_organizer, require_organizer
 from covseg.platform.services.errors import NotFound
+from covseg.platform.services.participants import competing
+from covseg.platform.spreadsheet import to_csv
 
 
 @dataclass
@@ -40,10 +40,19 @@ class Board:
 
 
 def counted_submissions(db: Session, phase: Phase) -> list[Submission]:
-    """Each team's last successful submission to the phase (the one that counts)."""
+    """Each competing team's last successful submission to the phase (the one that counts).
+
+    Teams an organizer excluded, or with a rejected member, are left out (see
+    :func:`~covseg.platform.services.participants.competing`).
+    """
     subs = db.scalars(
         select(Submission)
-        .where(Submission.phase_id == phase.id, Submission.status == SubmissionStatus.succeeded)
+        .join(Team, Team.id == Submission.team_id)
+        .where(
+            Submission.phase_id == phase.id,
+            Submission.status == SubmissionStatus.succeeded,
+            competing(phase.challenge_id),
+        )
         .order_by(Submission.created_at, Submission.id)
     )
     last: dict[int, Submission] = {}
@@ -109,16 +118,16 @@ def export_results(db: Session, actor: User, phase: Phase) -> list[dict[str, Any
                     **{m: r.metrics.get(m) for m in METRICS},
                     "status": r.status,
                     "error": r.error,
+                    "filename": sub.filename,
+                    "submitted_by": sub.user.email,
                 }
             )
     return rows
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows of :func:`export_results` as CSV text."""
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue()
+    """Rows of :func:`export_results` as CSV text that opens safely in a spreadsheet."""
+    if not rows:
+        return ""
+    header = list(rows[0])
+    return to_csv(header, ([row[k] for k in header] for row in rows))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,6 +20,9 @@ from covseg.platform.models import (
 from covseg.platform.security import new_token
 from covseg.platform.services.challenges import record, require_organizer
 from covseg.platform.services.errors import Conflict, Forbidden, Invalid, NotFound
+
+#: Longest reason an organizer may give for excluding a team (characters).
+MAX_REASON = 500
 
 
 def registration_of(db: Session, user: User, challenge: Challenge) -> Registration | None:
@@ -144,3 +149,87 @@ def require_team(db: Session, user: User, challenge: Challenge) -> Team:
     if team is None:
         raise Forbidden("create or join a team first")
     return team
+
+
+def competing(challenge_id: int) -> ColumnElement[bool]:
+    """SQL condition on :class:`Team`: the team appears on boards and in the final ranking.
+
+    A team leaves them when an organizer excludes it or rejects one of its members.
+    """
+    rejected = (
+        select(TeamMember.team_id)
+        .join(
+            Registration,
+            and_(
+                Registration.user_id == TeamMember.user_id,
+                Registration.challenge_id == TeamMember.challenge_id,
+            ),
+        )
+        .where(
+            TeamMember.challenge_id == challenge_id,
+            Registration.status == RegistrationStatus.rejected,
+        )
+    )
+    return and_(Team.excluded_at.is_(None), Team.id.not_in(rejected))
+
+
+@dataclass(frozen=True)
+class TeamStatus:
+    """A team as organizers see it: members, rejected members, whether it competes."""
+
+    team: Team
+    members: list[str]
+    rejected: list[str]
+
+    @property
+    def competing(self) -> bool:
+        """Whether the team is on the boards and in the final ranking."""
+        return self.team.excluded_at is None and not self.rejected
+
+
+def _statuses(db: Session, challenge: Challenge, teams: list[Team]) -> list[TeamStatus]:
+    rows = db.execute(
+        select(Registration.user_id, Registration.status).where(
+            Registration.challenge_id == challenge.id
+        )
+    )
+    decided = {user_id: status for user_id, status in rows}
+    out = []
+    for team in teams:
+        users = sorted((m.user for m in team.members), key=lambda u: u.email)
+        rejected = [u.email for u in users if decided.get(u.id) == RegistrationStatus.rejected]
+        out.append(TeamStatus(team, [u.email for u in users], rejected))
+    return out
+
+
+def list_teams(db: Session, actor: User, challenge: Challenge) -> list[TeamStatus]:
+    """Every team of a challenge with its members' emails (organizers only)."""
+    require_organizer(db, actor, challenge)
+    teams = db.scalars(select(Team).where(Team.challenge_id == challenge.id).order_by(Team.name))
+    return _statuses(db, challenge, list(teams))
+
+
+def set_team_excluded(
+    db: Session, actor: User, challenge: Challenge, team_id: int, excluded: bool, reason: str = ""
+) -> TeamStatus:
+    """Take a team off the boards and the final ranking, or let it back (organizers only).
+
+    Nothing is deleted: the team keeps its members and submissions and may go on submitting;
+    only what the boards and the ranking count changes. Recorded in the audit log.
+    """
+    require_organizer(db, actor, challenge)
+    team = db.get(Team, team_id)
+    if team is None or team.challenge_id != challenge.id:
+        raise NotFound("no such team")
+    reason = " ".join(reason.split())
+    if len(reason) > MAX_REASON:
+        raise Invalid(f"the reason may hold at most {MAX_REASON} characters")
+    if excluded:
+        team.excluded_at = team.excluded_at or utcnow()
+        team.exclusion_reason = reason
+        record(db, actor, challenge, "exclude team", f"{team.name}: {reason or 'no reason given'}")
+    else:
+        team.excluded_at = None
+        team.exclusion_reason = ""
+        record(db, actor, challenge, "readmit team", team.name)
+    return _statuses(db, challenge, [team])[0]

@@ -1,8 +1,16 @@
-"""The final ranking: ``covseg.ranking`` on the counted test submissions, published as a report."""
+"""The final ranking: ``covseg.ranking`` on the counted test submissions, published as a report.
+
+A ranking is built in a fresh folder beside the published one and replaces it in one atomic
+step (a symbolic link ``ranking`` switched by ``rename``) only once it is complete: a ranking
+that fails, for whatever reason, leaves the published report as it was.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -15,15 +23,26 @@ from covseg.platform.services.challenges import (
     record,
     require_organizer,
 )
-from covseg.platform.services.errors import Invalid, NotFound
+from covseg.platform.services.errors import Invalid, NotFound, ServiceError
 from covseg.platform.services.leaderboard import counted_submissions
+from covseg.platform.spreadsheet import neutralise_file
 
 #: The COVID-19-20 final ranking's metrics; with two sources they make its six tasks.
 RANKING_METRICS = ("dice", "nsd", "nave")
+#: Prefix of the folders rankings are built in (the published one is the link's target).
+_BUILD_PREFIX = ".ranking-"
+
+log = logging.getLogger(__name__)
+
+
+class RankingFailed(ServiceError):
+    """The ranking stopped on an unexpected error; the published report is unchanged."""
+
+    status_code = 422
 
 
 def ranking_dir(settings: Settings, challenge: Challenge) -> Path:
-    """Where the report and its plots are written."""
+    """Where the published report and its plots are (a link to the folder of the last run)."""
     return settings.challenge_dir(challenge.slug) / "ranking"
 
 
@@ -65,24 +84,58 @@ def run_final_ranking(
             for r in sub.results
         ]
         evaluations[sub.team.name] = pd.DataFrame(rows)
-    out = ranking_dir(settings, challenge)
-    shutil.rmtree(out, ignore_errors=True)
+    published = ranking_dir(settings, challenge)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=published.parent))
     try:
         table, smaller_better = table_from_evaluations(evaluations)
         run_ranking(
             table,
-            out,
+            build,
             methods=("test-then-rank",),
             bootstrap=bootstrap,
             seed=seed,
             adjust="holm",
             smaller_better=tuple(smaller_better),
         )
+        for path in build.glob("*.csv"):  # team names may start a spreadsheet formula
+            neutralise_file(path)
+        _publish(build, published)
     except RankingInputError as exc:
+        shutil.rmtree(build, ignore_errors=True)
         raise Invalid(f"the ranking cannot run: {exc}") from exc
+    except Exception as exc:
+        shutil.rmtree(build, ignore_errors=True)
+        log.exception("the final ranking of %s failed", challenge.slug)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise RankingFailed(
+            f"the final ranking failed ({reason[:300]}); the published report is unchanged"
+        ) from exc
     challenge.ranking_published = True
     record(db, actor, challenge, "run final ranking", f"{phase.slug}, {len(subs)} teams")
-    return out / "report.html"
+    return published / "report.html"
+
+
+def _publish(build: Path, link: Path) -> None:
+    """Point ``link`` at the finished folder ``build`` in one atomic rename, then remove the
+    folder it pointed at before (a reader still holding one of its files keeps it open)."""
+    staged = build.with_name(f"{build.name}.link")
+    staged.symlink_to(build.name)  # relative, so the data folder can be moved
+    try:
+        if link.is_symlink() or not link.exists():
+            previous = link.resolve() if link.is_symlink() else None
+        else:  # a report written before reports were published through a link
+            previous = build.with_name(f"{build.name}.old")
+            link.rename(previous)
+        os.replace(staged, link)
+    finally:
+        staged.unlink(missing_ok=True)
+    if (
+        previous is not None
+        and previous.parent.resolve() == build.parent.resolve()
+        and previous.name.startswith(_BUILD_PREFIX)
+    ):
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def ranking_file(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 import tempfile
 from datetime import timedelta
@@ -25,6 +23,7 @@ from covseg.platform.models import (
 from covseg.platform.services.challenges import METRICS, is_organizer
 from covseg.platform.services.errors import Forbidden, Invalid, LimitReached, NotFound, TooLarge
 from covseg.platform.services.participants import require_team, team_of
+from covseg.platform.spreadsheet import to_csv
 
 WINDOW = timedelta(hours=24)
 _CHUNK = 1 << 20
@@ -151,14 +150,27 @@ def team_submissions(db: Session, user: User, phase: Phase) -> list[Submission]:
     )
 
 
-def results_csv(sub: Submission) -> str:
-    """Per-case results as CSV (the columns of ``covseg evaluate``'s metrics.csv)."""
+def scores_visible(db: Session, user: User | None, phase: Phase) -> bool:
+    """Whether ``user`` may see the scores of submissions to ``phase``.
+
+    While a phase's board is hidden (the test phase until the organizers publish it), its
+    participants see only the status of their submissions (queued, scored, failed and why),
+    never a score: otherwise each daily submission would probe the test set. Organizers see
+    everything.
+    """
+    return phase.board_public or is_organizer(db, user, phase.challenge)
+
+
+def results_csv(sub: Submission, scores: bool = True) -> str:
+    """Per-case results as CSV (the columns of ``covseg evaluate``'s metrics.csv).
+
+    With ``scores`` false (see :func:`scores_visible`) the metric columns are left out.
+    """
     if not sub.results and sub.status not in (SubmissionStatus.succeeded, SubmissionStatus.failed):
         raise Invalid("this submission has not been evaluated yet")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["case", "source", *METRICS, "status", "error"])
-    for r in sub.results:
-        values = ["" if r.metrics.get(m) is None else r.metrics[m] for m in METRICS]
-        writer.writerow([r.case_id, r.source, *values, r.status, r.error])
-    return buffer.getvalue()
+    metrics = list(METRICS) if scores else []
+    rows = (
+        [r.case_id, r.source, *(r.metrics.get(m) for m in metrics), r.status, r.error]
+        for r in sub.results
+    )
+    return to_csv(["case", "source", *metrics, "status", "error"], rows)

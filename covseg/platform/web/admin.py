@@ -1,4 +1,5 @@
-"""Organizer pages: approve participants, publish boards, export, rank, audit log, new challenge."""
+"""Organizer pages: approve participants, exclude teams, publish boards, export, rank, audit
+log, new challenge."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def admin_page(request: Request, slug: str, db: DB, user: PageUser) -> Response:
     context = {
         "challenge": ch,
         "registrations": participants.list_registrations(db, user, ch),
+        "teams": participants.list_teams(db, user, ch),
         "events": challenges.audit_log(db, user, ch)[:100],
     }
     return render(request, "admin.html", context)
@@ -41,6 +43,22 @@ def decide(
     """Approve or reject a registration."""
     ch = challenges.get_challenge(db, slug)
     participants.decide_registration(db, user, ch, registration_id, approve)
+    db.commit()
+    return _back(slug)
+
+
+@router.post("/challenges/{slug}/admin/teams/{team_id}/exclusion", dependencies=[CSRF])
+def exclusion(
+    slug: str,
+    team_id: int,
+    db: DB,
+    user: PageUser,
+    excluded: bool = Form(),
+    reason: str = Form(""),
+) -> Response:
+    """Exclude a team from the boards and the final ranking, or readmit it."""
+    ch = challenges.get_challenge(db, slug)
+    participants.set_team_excluded(db, user, ch, team_id, excluded, reason)
     db.commit()
     return _back(slug)
 

@@ -204,15 +204,16 @@ def submission_page(request: Request, submission_id: int, db: DB, user: PageUser
     """One submission with its per-case results."""
     sub = submissions.get_submission(db, user, submission_id)
     pending = sub.status.value in ("queued", "validating", "evaluating")
-    return render(request, "submission.html", {"sub": sub, "pending": pending})
+    scores = submissions.scores_visible(db, user, sub.phase)
+    return render(request, "submission.html", {"sub": sub, "pending": pending, "scores": scores})
 
 
 @router.get("/submissions/{submission_id}/results.csv")
 def submission_csv(submission_id: int, db: DB, user: PageUser) -> Response:
-    """Per-case results as CSV."""
+    """Per-case results as CSV (without the metric columns while the board is hidden)."""
     sub = submissions.get_submission(db, user, submission_id)
     return PlainTextResponse(
-        submissions.results_csv(sub),
+        submissions.results_csv(sub, submissions.scores_visible(db, user, sub.phase)),
         media_type="text/csv",
         headers={"content-disposition": f'attachment; filename="submission-{sub.id}.csv"'},
     )
