@@ -4,6 +4,17 @@ boards without deleting it.
 
 Each test plays a participant or an organizer through the API and the pages (FastAPI's test
 client), on SQLite and, where CI provides one, PostgreSQL.
+
+Every route that returns scores, and what a participant of a hidden-board phase gets from it:
+
+- ``GET /api/submissions/{id}``, ``GET /api/challenges/{slug}/phases/{phase}/submissions``,
+  ``GET /api/submissions/{id}/results.csv``, the page ``/submissions/{id}`` and its
+  ``/submissions/{id}/results.csv``, the page ``/challenges/{slug}/submissions``: the status and
+  the reasons of failures, no score;
+- ``GET /api/challenges/{slug}/phases/{phase}/leaderboard`` and its page: 404;
+- the ranking report ``/challenges/{slug}/ranking/...``: 404 until the organizers run it;
+- the exports ``/api/challenges/{slug}/admin/phases/{phase}/export`` (CSV, JSON) and the pages
+  ``.../admin/phases/{phase}/export.csv|json``: organizers only (403).
 """
 
 from __future__ import annotations
@@ -380,6 +391,30 @@ def test_a_failing_ranking_leaves_the_published_report(
         f"/challenges/{SLUG}/admin/ranking", data={"csrf_token": token, "bootstrap": "0"}
     )
     assert r.status_code == 422 and "published report is unchanged" in r.text
+
+
+def test_a_failing_ranking_is_one_line_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import covseg.ranking
+    from covseg.cli import app
+
+    p = build_platform(tmp_path)
+    both_teams_tested(p)
+
+    def crash(table: Any, out_dir: Path, **kwargs: Any) -> None:
+        raise MemoryError("no room for the bootstrap")
+
+    monkeypatch.setattr(covseg.ranking, "run_ranking", crash)
+    args = ["challenge", "rank", SLUG, "--data-dir", str(p.settings.data_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: the final ranking failed (MemoryError: no room for the bootstrap); "
+        "the published report is unchanged"
+    ]
 
 
 def test_a_new_ranking_replaces_the_report_whole(sqlite_env: tuple[Platform, TestClient]) -> None:

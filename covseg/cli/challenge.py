@@ -84,11 +84,15 @@ def rank(
 
     Example: ``covseg challenge rank covid19-20 --data-dir covseg-data``
     """
+    import logging
+
     from covseg.platform.config import Settings
     from covseg.platform.db import make_engine, session_factory, upgrade
     from covseg.platform.services import challenges, ranking
     from covseg.platform.services.errors import ServiceError
 
+    # A failed ranking is reported in the one line below; its traceback is for server logs.
+    logging.getLogger(ranking.__name__).addHandler(logging.NullHandler())
     settings = Settings(data_dir=data_dir, database_url=database)
     engine = make_engine(settings.url)
     upgrade(engine)

@@ -85,9 +85,10 @@ def run_final_ranking(
         ]
         evaluations[sub.team.name] = pd.DataFrame(rows)
     published = ranking_dir(settings, challenge)
-    published.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=published.parent))
+    build: Path | None = None
     try:
+        published.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=published.parent))
         table, smaller_better = table_from_evaluations(evaluations)
         run_ranking(
             table,
@@ -101,11 +102,11 @@ def run_final_ranking(
         for path in build.glob("*.csv"):  # team names may start a spreadsheet formula
             neutralise_file(path)
         _publish(build, published)
-    except RankingInputError as exc:
-        shutil.rmtree(build, ignore_errors=True)
-        raise Invalid(f"the ranking cannot run: {exc}") from exc
     except Exception as exc:
-        shutil.rmtree(build, ignore_errors=True)
+        if build is not None:
+            shutil.rmtree(build, ignore_errors=True)
+        if isinstance(exc, RankingInputError):
+            raise Invalid(f"the ranking cannot run: {exc}") from exc
         log.exception("the final ranking of %s failed", challenge.slug)
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise RankingFailed(
