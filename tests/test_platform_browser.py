@@ -75,6 +75,10 @@ def test_register_approve_download_submit_rank(
         dave.fill("input[name=email]", "dave@example.org")
         dave.fill("input[name=password]", PASSWORD)
         dave.click("button[type=submit]")
+        expect(dave.locator("#notice")).to_contain_text("log in")  # same answer for taken emails
+        dave.fill("input[name=email]", "dave@example.org")
+        dave.fill("input[name=password]", PASSWORD)
+        dave.click("button[type=submit]")
         expect(dave.locator("#whoami")).to_have_text("dave@example.org")
         dave.goto(f"{url}/challenges/tiny")
         dave.check("input[name=accept_licence]")

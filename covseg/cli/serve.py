@@ -26,6 +26,35 @@ def serve(
         True, "--worker/--no-worker", help="Also run one evaluation worker (covseg worker)."
     ),
     session_hours: float = typer.Option(12.0, "--session-hours", help="Log-ins expire after."),
+    secure_cookies: bool | None = typer.Option(
+        None,
+        "--secure-cookies/--no-secure-cookies",
+        help="Secure cookies and HSTS; default: for requests that came over HTTPS.",
+    ),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
+        "--forwarded-allow-ips",
+        help="Proxies (comma-separated IPs, or '*') whose X-Forwarded-For/-Proto are trusted; "
+        "default 127.0.0.1.",
+    ),
+    login_attempts: int = typer.Option(
+        5, "--login-attempts", min=1, help="Failed log-ins of an account before back-off."
+    ),
+    login_attempts_per_address: int = typer.Option(
+        20, "--login-attempts-per-address", min=1, help="The same for one client address."
+    ),
+    login_max_backoff: float = typer.Option(
+        900.0, "--login-max-backoff", help="Longest wait (s) between failed log-ins."
+    ),
+    hash_concurrency: int = typer.Option(
+        2, "--hash-concurrency", min=1, help="Password hashes at once (64 MiB each)."
+    ),
+    source_dirs: list[Path] | None = typer.Option(
+        None,
+        "--source-dir",
+        help="Folder challenges created on the web may read (repeatable); "
+        "default DATA_DIR/sources.",
+    ),
 ) -> None:
     """Serve the challenge platform: web pages, JSON API (docs at /api/docs).
 
@@ -39,7 +68,17 @@ def serve(
     from covseg.platform.app import create_app
     from covseg.platform.config import Settings
 
-    settings = Settings(data_dir=data_dir, database_url=database, session_hours=session_hours)
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database,
+        session_hours=session_hours,
+        secure_cookies=secure_cookies,
+        login_free_failures=login_attempts,
+        login_free_failures_per_client=login_attempts_per_address,
+        login_max_backoff_s=login_max_backoff,
+        hash_concurrency=hash_concurrency,
+        source_dirs=source_dirs or None,
+    )
     application = create_app(settings)
     if demo:
         from covseg.platform.demo import SLUG, build_demo
@@ -57,7 +96,14 @@ def serve(
             command += ["--database", database]
         child = subprocess.Popen(command)
     try:
-        uvicorn.run(application, host=host, port=port, log_level="info")
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=True,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
     finally:
         if child is not None:
             child.terminate()

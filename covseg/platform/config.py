@@ -27,6 +27,21 @@ class Settings:
         Processes that score the cases of one submission (``covseg.parallel``); 1 scores inline.
     scheduler
         Address of a Dask scheduler to score on instead of local processes.
+    login_free_failures, login_free_failures_per_client
+        Failed log-ins an account (the email as typed) and a client address may make before
+        each further attempt must wait (:mod:`~covseg.platform.services.throttle`).
+    login_backoff_s, login_max_backoff_s
+        The first wait after the free failures (s); it doubles with each failure up to the
+        longest.
+    hash_concurrency
+        Password hashes computed at once (each takes argon2's 64 MiB); others queue.
+    secure_cookies
+        Mark cookies ``Secure`` and send HSTS: ``True`` always, ``False`` never, ``None`` when
+        the request came over HTTPS (directly or through a trusted proxy's
+        ``X-Forwarded-Proto``).
+    source_dirs
+        Folders whose files a challenge created on the server (page or API) may read: its
+        ``base_dir``, truth and downloads must lie inside one. ``None``: ``data_dir/sources``.
     """
 
     data_dir: Path = field(default_factory=lambda: Path("covseg-data"))
@@ -38,9 +53,28 @@ class Settings:
     stale_after_s: float = 300.0
     workers: int = 1
     scheduler: str | None = None
+    login_free_failures: int = 5
+    login_free_failures_per_client: int = 20
+    login_backoff_s: float = 1.0
+    login_max_backoff_s: float = 900.0
+    hash_concurrency: int = 2
+    secure_cookies: bool | None = None
+    source_dirs: list[Path] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+
+    @property
+    def spec_roots(self) -> list[Path]:
+        """The folders a challenge created on the server may read from (resolved)."""
+        dirs = self.source_dirs if self.source_dirs is not None else [self.data_dir / "sources"]
+        return [Path(d).resolve() for d in dirs]
+
+    @property
+    def managed_paths(self) -> list[Path]:
+        """What the platform itself writes in ``data_dir``: never a challenge's source."""
+        names = ("challenges", "uploads", "work", "platform.db", "queue.db")
+        return [self.data_dir / name for name in names]
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ from covseg.platform.config import Settings
 from covseg.platform.models import AuthSession, User
 from covseg.platform.services import accounts
 from covseg.platform.services.errors import NotAuthenticated
+from covseg.platform.services.throttle import LoginThrottle
 from covseg.platform.tasks import Queue
 
 #: Name of the web pages' session cookie.
@@ -37,6 +38,20 @@ def get_db(request: Request) -> Iterator[Session]:
 
 
 DB = Annotated[Session, Depends(get_db)]
+
+
+def get_throttle(request: Request) -> LoginThrottle:
+    """The back-off of failed log-ins of this server process."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (behind a trusted proxy: its ``X-Forwarded-For``)."""
+    return request.client.host if request.client else "unknown"
+
+
+Throttle = Annotated[LoginThrottle, Depends(get_throttle)]
 
 
 def bearer_token(request: Request) -> str | None:

@@ -7,6 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from covseg.platform.services.accounts import (
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_PASSWORD,
+    MAX_TOKEN,
+    MIN_PASSWORD,
+)
+
 
 class Orm(BaseModel):
     """Read attributes from SQLAlchemy objects."""
@@ -15,14 +23,18 @@ class Orm(BaseModel):
 
 
 class RegisterIn(BaseModel):
-    email: str = Field(examples=["ada@example.org"])
-    password: str = Field(min_length=8)
-    name: str = ""
+    email: str = Field(max_length=MAX_EMAIL, examples=["ada@example.org"])
+    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+    name: str = Field("", max_length=MAX_NAME)
 
 
 class LoginIn(BaseModel):
-    email: str
-    password: str
+    email: str = Field(max_length=MAX_EMAIL)
+    password: str = Field(max_length=MAX_PASSWORD)
+
+
+class MessageOut(BaseModel):
+    detail: str
 
 
 class TokenOut(BaseModel):
@@ -76,11 +88,11 @@ class DecisionIn(BaseModel):
 
 
 class TeamIn(BaseModel):
-    name: str = Field(min_length=1, max_length=120)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
 
 
 class JoinIn(BaseModel):
-    join_code: str
+    join_code: str = Field(max_length=MAX_TOKEN)
 
 
 class TeamOut(Orm):
@@ -164,7 +176,7 @@ class AuditOut(Orm):
 
 
 class RankingIn(BaseModel):
-    phase: str = "test"
+    phase: str = Field("test", max_length=64)
     bootstrap: int = Field(1000, ge=0, le=10000)
     seed: int = 0
 

@@ -47,3 +47,17 @@ class LimitReached(ServiceError):
     """The team has used its submissions or attempts for the rolling 24 h."""
 
     status_code = 429
+
+
+class TooManyAttempts(LimitReached):
+    """Too many failed log-ins from this account or address; ``retry_after_s`` says when."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Busy(ServiceError):
+    """The server cannot take this now (every password-hashing slot is taken)."""
+
+    status_code = 503

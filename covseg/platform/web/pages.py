@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from sqlalchemy import select
 
 from covseg.platform.config import Settings
-from covseg.platform.deps import COOKIE, DB, get_queue, get_settings
+from covseg.platform.deps import COOKIE, DB, Throttle, client_address, get_queue, get_settings
 from covseg.platform.models import Challenge, Submission
 from covseg.platform.services import (
     accounts,
@@ -17,6 +17,7 @@ from covseg.platform.services import (
     ranking,
     submissions,
 )
+from covseg.platform.services.errors import Invalid, NotAuthenticated, TooManyAttempts
 from covseg.platform.tasks import Queue
 from covseg.platform.web.render import login_cookie, render
 from covseg.platform.web.session import CSRF, MaybeUser, PageUser
@@ -48,42 +49,54 @@ def register_form(request: Request, user: MaybeUser) -> Response:
 
 @router.post("/register", dependencies=[CSRF])
 def register(
+    request: Request,
     db: DB,
-    email: str = Form(),
-    password: str = Form(),
-    name: str = Form(""),
-    settings: Settings = Depends(get_settings),
+    email: str = Form(max_length=accounts.MAX_EMAIL),
+    password: str = Form(max_length=accounts.MAX_PASSWORD),
+    name: str = Form("", max_length=accounts.MAX_NAME),
 ) -> Response:
-    """Create the account and log in."""
-    user = accounts.register_user(db, email, password, name)
-    token, _ = accounts.start_session(db, user, settings.session_hours)
+    """Create the account, then ask for a log-in (the same whether the email was free or not)."""
+    try:
+        accounts.sign_up(db, email, password, name)
+    except Invalid as exc:
+        context = {"message": str(exc), "email": email, "name": name}
+        return render(request, "register.html", context, status_code=exc.status_code)
     db.commit()
-    response = _see_other("/")
-    login_cookie(response, token, settings.session_hours)
-    return response
+    return _see_other("/login?signed_up=1")
 
 
 @router.get("/login")
-def login_form(request: Request, user: MaybeUser, next: str = "/") -> Response:
-    """Log-in form."""
-    return render(request, "login.html", {"next": _safe_next(next)})
+def login_form(
+    request: Request, user: MaybeUser, next: str = "/", signed_up: bool = False
+) -> Response:
+    """Log-in form (after a sign-up, with the sign-up's answer)."""
+    notice = accounts.SIGNED_UP if signed_up else ""
+    return render(request, "login.html", {"next": _safe_next(next), "notice": notice})
 
 
 @router.post("/login", dependencies=[CSRF])
 def login(
     request: Request,
     db: DB,
-    email: str = Form(),
-    password: str = Form(),
-    next: str = Form("/"),
+    throttle: Throttle,
+    email: str = Form(max_length=accounts.MAX_EMAIL),
+    password: str = Form(max_length=accounts.MAX_PASSWORD),
+    next: str = Form("/", max_length=2000),
     settings: Settings = Depends(get_settings),
 ) -> Response:
-    """Check the password and start an expiring session."""
-    user = accounts.authenticate(db, email, password)
+    """Check the password and start an expiring session; a refusal keeps the form and ``next``."""
+    try:
+        user = accounts.log_in(db, throttle, email, password, client_address(request))
+    except (NotAuthenticated, TooManyAttempts) as exc:
+        context = {"next": _safe_next(next), "message": str(exc), "email": email}
+        response = render(request, "login.html", context, status_code=exc.status_code)
+        if isinstance(exc, TooManyAttempts):
+            response.headers["retry-after"] = str(exc.retry_after_s)
+        return response
     token, _ = accounts.start_session(db, user, settings.session_hours)
     db.commit()
     response = _see_other(_safe_next(next))
-    login_cookie(response, token, settings.session_hours)
+    login_cookie(request, response, token, settings.session_hours)
     return response
 
 
@@ -121,7 +134,9 @@ def join_challenge(
 
 
 @router.post("/challenges/{slug}/team", dependencies=[CSRF])
-def create_team(slug: str, db: DB, user: PageUser, name: str = Form()) -> Response:
+def create_team(
+    slug: str, db: DB, user: PageUser, name: str = Form(max_length=accounts.MAX_NAME)
+) -> Response:
     """Found a team."""
     participants.create_team(db, user, challenges.get_challenge(db, slug), name)
     db.commit()
@@ -129,7 +144,9 @@ def create_team(slug: str, db: DB, user: PageUser, name: str = Form()) -> Respon
 
 
 @router.post("/challenges/{slug}/team/join", dependencies=[CSRF])
-def join_team(slug: str, db: DB, user: PageUser, join_code: str = Form()) -> Response:
+def join_team(
+    slug: str, db: DB, user: PageUser, join_code: str = Form(max_length=accounts.MAX_TOKEN)
+) -> Response:
     """Join a team by its code."""
     participants.join_team(db, user, challenges.get_challenge(db, slug), join_code)
     db.commit()

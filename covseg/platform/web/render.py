@@ -9,6 +9,7 @@ from fastapi import Request, Response
 from fastapi.templating import Jinja2Templates
 
 from covseg.platform.deps import COOKIE
+from covseg.platform.hardening import is_secure
 from covseg.platform.security import new_token
 
 #: Cookie holding the CSRF token of visitors who are not logged in (log-in and sign-up forms).
@@ -30,12 +31,25 @@ def render(
     ctx = {"user": auth.user if auth else None, "csrf_token": token, **(context or {})}
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code)
     if fresh is not None:
-        response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict")
+        response.set_cookie(
+            CSRF_COOKIE, fresh, httponly=True, samesite="strict", secure=_secure(request)
+        )
     return response
 
 
-def login_cookie(response: Response, token: str, hours: float) -> None:
+def _secure(request: Request) -> bool:
+    """Whether cookies are marked ``Secure`` (the ``secure_cookies`` setting)."""
+    return is_secure(request, request.app.state.settings.secure_cookies)
+
+
+def login_cookie(request: Request, response: Response, token: str, hours: float) -> None:
     """Set the session cookie; the browser drops it when the server-side session expires."""
     response.set_cookie(
-        COOKIE, token, max_age=int(hours * 3600), httponly=True, samesite="lax", path="/"
+        COOKIE,
+        token,
+        max_age=int(hours * 3600),
+        httponly=True,
+        samesite="lax",
+        path="/",
+        secure=_secure(request),
     )
