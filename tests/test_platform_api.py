@@ -295,6 +295,7 @@ def test_site_admin_creates_a_challenge(
 ) -> None:
     p, client, _ = env
     write_truth(tmp_path / "spec" / "labels")
+    p.settings.source_dirs = [tmp_path / "spec"]  # covseg serve --source-dir
     with p.db() as db, db.begin():
         p.user(db, "org@example.org").is_admin = True
     org = login(client, "org@example.org")

@@ -389,3 +389,120 @@ def test_pages_and_api_docs_work_under_the_csp_in_chromium(platform: Platform) -
     finally:
         server.close()
     assert violations == [] and foreign == [], (violations, foreign)
+
+
+# -- 8. a challenge file cannot reach outside its folders --------------------------------------
+
+
+def _spec(**extra: object) -> dict[str, object]:
+    return {"slug": "second", "phases": [{"slug": "validation", "truth": "labels"}], **extra}
+
+
+def _create(platform: Platform, spec: dict[str, object], base: Path, **kw: object) -> str:
+    """The refusal's message ('' when the challenge was created)."""
+    from covseg.platform.services import challenges
+    from covseg.platform.services.errors import ServiceError
+
+    try:
+        with platform.db() as db, db.begin():
+            challenges.create_challenge(db, platform.settings, spec, base, **kw)  # type: ignore[arg-type]
+    except ServiceError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.fixture
+def organizer_dir(tmp_path: Path) -> Path:
+    from test_platform_support import write_truth
+
+    folder = tmp_path / "organizer"
+    write_truth(folder / "labels")
+    (folder / "notes.txt").write_text("read me")
+    return folder
+
+
+def test_downloads_and_truth_stay_inside_the_spec_folder(
+    platform: Platform, organizer_dir: Path, tmp_path: Path
+) -> None:
+    other_truth = platform.settings.challenge_dir("tiny") / "truth" / "validation"
+    assert other_truth.is_dir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret.txt").write_text("not yours")
+    (organizer_dir / "passwd-link").symlink_to("/etc/passwd")
+    (organizer_dir / "truth-link").symlink_to(other_truth)
+    (organizer_dir / "bundle").mkdir()
+    (organizer_dir / "bundle" / "secret.txt").symlink_to(tmp_path / "elsewhere" / "secret.txt")
+    refused = {
+        "/etc/passwd": _spec(downloads=["/etc/passwd"]),
+        "../elsewhere": _spec(downloads=["../elsewhere/secret.txt"]),
+        "a link to /etc/passwd": _spec(downloads=["passwd-link"]),
+        "a file linked out of a folder": _spec(downloads=["bundle"]),
+        "another challenge's truth": _spec(phases=[{"slug": "v", "truth": str(other_truth)}]),
+        "a link to it": _spec(phases=[{"slug": "v", "truth": "truth-link"}]),
+        "the database": _spec(downloads=[str(platform.settings.data_dir / "platform.db")]),
+    }
+    for case, spec in refused.items():
+        message = _create(platform, spec, organizer_dir)
+        assert message and "\n" not in message, case
+        assert "outside the folders" in message or "platform's own data" in message, case
+        assert not platform.settings.challenge_dir("second").exists(), case  # nothing copied
+    # Inside the folder, and an explicitly allowed one, are fine.
+    spec = _spec(downloads=["notes.txt", "../elsewhere/secret.txt"])
+    assert (
+        _create(platform, spec, organizer_dir, roots=[organizer_dir, tmp_path / "elsewhere"]) == ""
+    )
+    downloads = platform.settings.challenge_dir("second") / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == ["notes.txt", "secret.txt"]
+
+
+def test_a_truth_file_linked_to_another_challenge_is_refused(
+    platform: Platform, organizer_dir: Path
+) -> None:
+    other = platform.settings.challenge_dir("tiny") / "truth" / "validation"
+    stolen = sorted(other.iterdir())[0]
+    (organizer_dir / "labels" / "case-X-009_seg.nii.gz").symlink_to(stolen)
+    message = _create(platform, _spec(), organizer_dir)
+    assert "case-X-009_seg.nii.gz" in message and "platform's own data" in message
+
+
+def test_challenge_create_refuses_etc_passwd_in_one_line(
+    organizer_dir: Path, tmp_path: Path
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from covseg.cli import app
+
+    spec_file = organizer_dir / "challenge.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(downloads=["/etc/passwd"])))
+    args = ["challenge", "create", str(spec_file), "--data-dir", str(tmp_path / "data")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "/etc/passwd" in lines[0] and "outside the folders" in lines[0]
+    # --allow-dir names another folder that may be read.
+    spec_file.write_text(yaml.safe_dump(_spec(downloads=["../extra/a.txt"])))
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "a.txt").write_text("data")
+    assert CliRunner().invoke(app, args).exit_code == 1
+    result = CliRunner().invoke(app, [*args, "--allow-dir", str(tmp_path / "extra")])
+    assert result.exit_code == 0, result.output
+
+
+def test_server_side_creation_reads_only_the_source_dirs(
+    client: TestClient, platform: Platform, organizer_dir: Path
+) -> None:
+    with platform.db() as db, db.begin():
+        platform.user(db, "org@example.org").is_admin = True
+    token = client.post(
+        "/api/auth/login", json={"email": "org@example.org", "password": PASSWORD}
+    ).json()["token"]
+    who = {"authorization": f"Bearer {token}"}
+    body = {"spec": _spec(), "base_dir": str(organizer_dir)}
+    r = client.post("/api/admin/challenges", json=body, headers=who)
+    assert r.status_code == 400 and "outside the folders" in r.json()["detail"]
+    r = client.post("/api/admin/challenges", json={**body, "base_dir": "/"}, headers=who)
+    assert r.status_code == 400
+    platform.settings.source_dirs = [organizer_dir.parent]  # covseg serve --source-dir
+    r = client.post("/api/admin/challenges", json=body, headers=who)
+    assert r.status_code == 201, r.text

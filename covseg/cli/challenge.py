@@ -22,10 +22,18 @@ def create(
     spec_file: Path = typer.Argument(..., help="challenge.yaml (see docs/platform.md)."),
     data_dir: Path = DATA_DIR,
     database: str | None = DATABASE,
+    allow_dirs: list[Path] | None = typer.Option(
+        None,
+        "--allow-dir",
+        help="Another folder the spec's truth and downloads may come from (repeatable); "
+        "the spec's own folder always may.",
+    ),
 ) -> None:
     """Define a challenge, its phases, limits and cases, and load its ground truth.
 
-    Organizer emails without an account get one; their passwords are printed once.
+    Truth, downloads and sources files must lie in the spec's folder or an --allow-dir
+    (symlinks resolved), never in the platform's own data. Organizer emails without an
+    account get one; their passwords are printed once.
 
     Example: ``covseg challenge create challenge.yaml --data-dir covseg-data``
     """
@@ -60,7 +68,9 @@ def create(
                     password = secrets.token_urlsafe(12)
                     accounts.register_user(db, str(email), password)
                     created.append((str(email), password))
-            challenge = challenges.create_challenge(db, settings, spec, spec_file.resolve().parent)
+            base = spec_file.resolve().parent
+            roots = [base, *(allow_dirs or [])]
+            challenge = challenges.create_challenge(db, settings, spec, base, roots=roots)
             summary = [(p.slug, p.kind.value, len(p.cases)) for p in challenge.phases]
     except ServiceError as exc:
         raise fail(f"{spec_file}: {exc}") from exc

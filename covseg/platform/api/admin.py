@@ -38,7 +38,9 @@ def create_challenge(
     """Define a challenge from a spec whose files lie on the server (site admins only)."""
     if not user.is_admin:
         raise Forbidden("only site admins may create challenges")
-    challenge = challenges.create_challenge(db, settings, spec, Path(base_dir), actor=user)
+    challenge = challenges.create_challenge(
+        db, settings, spec, Path(base_dir), actor=user, roots=settings.spec_roots
+    )
     db.commit()
     return ChallengeOut.model_validate(challenge)
 

@@ -6,6 +6,7 @@ import csv
 import re
 import shutil
 import zipfile
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -130,49 +131,90 @@ def _when(value: Any, field: str) -> datetime:
     return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _sources(spec: Any, base: Path) -> dict[str, str]:
+class _Confinement:
+    """Where a challenge spec may read files: inside ``roots``, outside the platform's own data.
+
+    Every path is resolved (symlinks followed) before it is checked, and so is every file
+    found inside a folder, so that a link cannot lead out (``/etc/passwd``, another
+    challenge's truth in the data folder).
+    """
+
+    def __init__(self, settings: Settings, roots: Sequence[Path]) -> None:
+        self.roots = [Path(r).resolve() for r in roots]
+        self.managed = [p.resolve() for p in settings.managed_paths]
+
+    def _inside_managed(self, real: Path) -> bool:
+        for managed in self.managed:
+            if real.is_relative_to(managed):
+                return True
+            # platform.db-wal, queue.db-shm and the like
+            if managed.suffix == ".db" and real.parent == managed.parent:
+                if real.name.startswith(managed.name):
+                    return True
+        return False
+
+    def check(self, path: Path, what: str) -> Path:
+        """``path`` resolved, or :class:`Invalid` in one line naming ``what`` and why."""
+        real = path.resolve()
+        if self._inside_managed(real):
+            raise Invalid(f"{what} {path}: inside the platform's own data folder; not readable")
+        if not any(real.is_relative_to(root) for root in self.roots):
+            allowed = ", ".join(str(r) for r in self.roots)
+            raise Invalid(f"{what} {path}: outside the folders a challenge may read ({allowed})")
+        return real
+
+
+def _sources(spec: Any, base: Path, jail: _Confinement) -> dict[str, str]:
     """Case -> source from a mapping or a CSV file with ``case,source`` columns."""
     if spec is None:
         return {}
     if isinstance(spec, dict):
         return {str(k): str(v) for k, v in spec.items()}
-    path = (base / str(spec)).resolve()
+    path = jail.check(base / str(spec), "sources file")
     with path.open(newline="") as handle:
         return {row["case"]: row["source"] for row in csv.DictReader(handle)}
 
 
-def _copy_truth(phase_spec: dict[str, Any], base: Path, dest: Path) -> list[tuple[str, Path]]:
+def _copy_truth(
+    phase_spec: dict[str, Any], base: Path, dest: Path, jail: _Confinement
+) -> list[tuple[str, Path]]:
     """Copy a phase's ground-truth masks into the data folder; returns (case, copied path)."""
+    slug = phase_spec.get("slug")
     if "truth" not in phase_spec:
-        raise Invalid(f"phase {phase_spec.get('slug')!r}: 'truth' (folder of masks) is required")
-    folder = (base / str(phase_spec["truth"])).resolve()
+        raise Invalid(f"phase {slug!r}: 'truth' (folder of masks) is required")
+    folder = jail.check(base / str(phase_spec["truth"]), f"phase {slug!r}: truth folder")
     if not folder.is_dir():
-        raise Invalid(f"phase {phase_spec.get('slug')!r}: truth folder {folder} not found")
+        raise Invalid(f"phase {slug!r}: truth folder {folder} not found")
     dest.mkdir(parents=True, exist_ok=True)
     files = [p for p in sorted(folder.iterdir()) if case_id_of(p.name) is not None]
     if any(p.name.endswith(_SEG_SUFFIXES) for p in files):
         files = [p for p in files if p.name.endswith(_SEG_SUFFIXES)]  # skip the CTs beside
     cases: list[tuple[str, Path]] = []
     for path in files:
+        real = jail.check(path, f"phase {slug!r}: truth file")
         case = str(case_id_of(path.name))
         target = dest / f"{case}{'.nii.gz' if path.name.endswith('.gz') else '.nii'}"
-        shutil.copyfile(path, target)
+        shutil.copyfile(real, target)
         cases.append((case, target))
     if not cases:
-        raise Invalid(f"phase {phase_spec.get('slug')!r}: no NIfTI masks in {folder}")
+        raise Invalid(f"phase {slug!r}: no NIfTI masks in {folder}")
     return cases
 
 
-def _copy_downloads(paths: list[Any], base: Path, dest: Path) -> None:
+def _copy_downloads(paths: list[Any], base: Path, dest: Path, jail: _Confinement) -> None:
     """Copy the files participants may download; folders become one zip each."""
     dest.mkdir(parents=True, exist_ok=True)
     for item in paths:
-        src = (base / str(item)).resolve()
+        src = jail.check(base / str(item), "download")
         if src.is_dir():
+            members = [
+                (jail.check(path, "download"), path.relative_to(src.parent).as_posix())
+                for path in sorted(src.rglob("*"))
+                if path.is_file()
+            ]
             with zipfile.ZipFile(dest / f"{src.name}.zip", "w", zipfile.ZIP_STORED) as zf:
-                for path in sorted(src.rglob("*")):
-                    if path.is_file():
-                        zf.write(path, path.relative_to(src.parent).as_posix())
+                for real, name in members:
+                    zf.write(real, name)
         elif src.is_file():
             shutil.copyfile(src, dest / src.name)
         else:
@@ -180,13 +222,23 @@ def _copy_downloads(paths: list[Any], base: Path, dest: Path) -> None:
 
 
 def create_challenge(
-    db: Session, settings: Settings, spec: dict[str, Any], base: Path, actor: User | None = None
+    db: Session,
+    settings: Settings,
+    spec: dict[str, Any],
+    base: Path,
+    actor: User | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Challenge:
     """Define a challenge from a spec (the parsed ``challenge.yaml``, see ``docs/platform.md``).
 
     Paths in the spec are relative to ``base``. Ground truth and downloads are copied into the
-    data folder, so the challenge no longer depends on where they came from.
+    data folder, so the challenge no longer depends on where they came from. ``base`` and
+    every file the spec names must lie inside ``roots`` (default: ``base`` itself) and outside
+    the platform's own data (uploads, other challenges' truth, the database), symlinks
+    resolved; anything else is refused with one line.
     """
+    jail = _Confinement(settings, roots if roots is not None else [base])
+    base = jail.check(base, "base folder")
     slug = str(spec.get("slug", ""))
     if not _SLUG.match(slug):
         raise Invalid("slug: lower-case letters, digits and '-' only")
@@ -203,21 +255,12 @@ def create_challenge(
     except IntegrityError as exc:
         raise Conflict(f"challenge {slug!r} already exists") from exc
     root = settings.challenge_dir(slug)
-    by_slug: dict[str, Phase] = {}
-    for item in spec.get("phases") or []:
-        phase = _make_phase(item, challenge, by_slug)
-        db.add(phase)
-        db.flush()
-        sources = _sources(item.get("sources"), base)
-        for case, path in _copy_truth(item, base, root / "truth" / phase.slug):
-            rel = path.relative_to(settings.data_dir).as_posix()
-            db.add(
-                Case(phase_id=phase.id, case_id=case, source=sources.get(case, ""), truth_path=rel)
-            )
-        by_slug[phase.slug] = phase
-    if not by_slug:
-        raise Invalid("a challenge needs at least one phase")
-    _copy_downloads(list(spec.get("downloads") or []), base, root / "downloads")
+    shutil.rmtree(root, ignore_errors=True)  # left by an attempt that failed: the slug is free
+    try:
+        _load_files(db, settings, spec, base, jail, challenge)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)  # nothing half-copied stays downloadable
+        raise
     for email in spec.get("organizers") or []:
         user = db.scalar(select(User).where(User.email == str(email).lower()))
         if user is None:
@@ -226,6 +269,33 @@ def create_challenge(
     record(db, actor, challenge, "create challenge", slug)
     db.flush()
     return challenge
+
+
+def _load_files(
+    db: Session,
+    settings: Settings,
+    spec: dict[str, Any],
+    base: Path,
+    jail: _Confinement,
+    challenge: Challenge,
+) -> None:
+    """Create the phases with their cases, copying truth and downloads into the data folder."""
+    root = settings.challenge_dir(challenge.slug)
+    by_slug: dict[str, Phase] = {}
+    for item in spec.get("phases") or []:
+        phase = _make_phase(item, challenge, by_slug)
+        db.add(phase)
+        db.flush()
+        sources = _sources(item.get("sources"), base, jail)
+        for case, path in _copy_truth(item, base, root / "truth" / phase.slug, jail):
+            rel = path.relative_to(settings.data_dir).as_posix()
+            db.add(
+                Case(phase_id=phase.id, case_id=case, source=sources.get(case, ""), truth_path=rel)
+            )
+        by_slug[phase.slug] = phase
+    if not by_slug:
+        raise Invalid("a challenge needs at least one phase")
+    _copy_downloads(list(spec.get("downloads") or []), base, root / "downloads", jail)
 
 
 def _make_phase(item: dict[str, Any], challenge: Challenge, earlier: dict[str, Phase]) -> Phase:

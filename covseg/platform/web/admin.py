@@ -132,6 +132,8 @@ def new_challenge(
         raise Invalid(f"the spec is not valid YAML: {exc}") from exc
     if not isinstance(parsed, dict):
         raise Invalid("the spec must be a YAML mapping")
-    ch = challenges.create_challenge(db, settings, parsed, Path(base_dir), actor=user)
+    ch = challenges.create_challenge(
+        db, settings, parsed, Path(base_dir), actor=user, roots=settings.spec_roots
+    )
     db.commit()
     return _back(ch.slug)
