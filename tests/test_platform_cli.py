@@ -105,10 +105,12 @@ def test_submit_command(platform: Platform, live: LiveServer, tmp_path: Path) ->
     with zipfile.ZipFile(io.BytesIO(good_zip())) as zf:
         zf.extractall(folder)
     base = ["submit", str(folder), "-c", "tiny", "--server", live.url]
-    result = runner.invoke(app, [*base, "--email", "alice@example.org", "--password", PASSWORD])
+    alice = [*base, "--email", "alice@example.org"]  # the password is asked for, never an option
+    result = runner.invoke(app, alice, input=f"{PASSWORD}\n")
     assert result.exit_code == 0, result.output
     assert "accepted for team team-alice" in result.output and "dice 1.0000" in result.output
-    again = runner.invoke(app, [*base, "--email", "alice@example.org", "--password", PASSWORD])
+    again = runner.invoke(app, alice, input=f"{PASSWORD}\n")
     assert again.exit_code == 1 and "429" in again.output
-    wrong = runner.invoke(app, [*base, "--email", "alice@example.org", "--password", "nope-nope"])
+    wrong = runner.invoke(app, alice, input="nope-nope\n")
     assert wrong.exit_code == 1 and "log-in failed" in wrong.output
+    assert runner.invoke(app, [*alice, "--password", PASSWORD]).exit_code == 2  # no such option

@@ -506,3 +506,163 @@ def test_server_side_creation_reads_only_the_source_dirs(
     platform.settings.source_dirs = [organizer_dir.parent]  # covseg serve --source-dir
     r = client.post("/api/admin/challenges", json=body, headers=who)
     assert r.status_code == 201, r.text
+
+
+# -- API tokens and "log out everywhere" -------------------------------------------------------
+
+
+def bearer(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:
+    r = client.post("/api/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"authorization": f"Bearer {r.json()['token']}"}
+
+
+def test_api_token_acts_on_its_challenge_only_until_revoked(
+    client: TestClient, platform: Platform, organizer_dir: Path
+) -> None:
+    from test_platform_support import good_zip
+
+    assert _create(platform, _spec(), organizer_dir) == ""  # a second challenge
+    alice = bearer(client, "alice@example.org")
+    r = client.post(
+        "/api/auth/tokens", json={"name": "cluster", "challenge": "tiny"}, headers=alice
+    )
+    assert r.status_code == 201
+    made = r.json()
+    assert made["token"].startswith("covseg_pat_") and made["challenge"] == "tiny"
+    tok = {"authorization": f"Bearer {made['token']}"}
+    files = {"file": ("m.zip", good_zip(), "application/zip")}
+    r = client.post("/api/challenges/tiny/phases/validation/submissions", files=files, headers=tok)
+    assert r.status_code == 202, r.text
+    assert client.get(f"/api/submissions/{r.json()['id']}", headers=tok).status_code == 200
+    # Not the account, not organizer routes, not another challenge.
+    assert client.get("/api/auth/me", headers=tok).status_code == 403
+    r = client.post("/api/auth/tokens", json={"name": "x", "challenge": "tiny"}, headers=tok)
+    assert r.status_code == 403
+    r = client.post(
+        "/api/challenges/second/registration", json={"accept_licence": True}, headers=tok
+    )
+    assert r.status_code == 403
+    org_token = client.post(
+        "/api/auth/tokens",
+        json={"name": "org", "challenge": "tiny"},
+        headers=bearer(client, "org@example.org"),
+    ).json()["token"]
+    org_tok = {"authorization": f"Bearer {org_token}"}
+    assert (
+        client.get("/api/challenges/tiny/admin/registrations", headers=org_tok).status_code == 403
+    )
+    # Listed without the secret, with when it was last used; revoked at once.
+    listed = client.get("/api/auth/tokens", headers=alice).json()
+    assert [(t["name"], t["challenge"]) for t in listed] == [("cluster", "tiny")]
+    assert "token" not in listed[0] and listed[0]["last_used_at"] is not None
+    bob = bearer(client, "bob@example.org")
+    assert client.delete(f"/api/auth/tokens/{made['id']}", headers=bob).status_code == 404
+    assert client.delete(f"/api/auth/tokens/{made['id']}", headers=alice).status_code == 204
+    r = client.get("/api/challenges/tiny/phases/validation/submissions", headers=tok)
+    assert r.status_code == 401
+
+
+def test_password_change_logs_out_everywhere(client: TestClient) -> None:
+    laptop, desktop = bearer(client, "alice@example.org"), bearer(client, "alice@example.org")
+    token = client.post(
+        "/api/auth/tokens", json={"name": "ci", "challenge": "tiny"}, headers=laptop
+    ).json()["token"]
+    form = {
+        "email": "alice@example.org",
+        "password": PASSWORD,
+        "csrf_token": csrf(client, "/login"),
+    }
+    assert client.post("/login", data=form, follow_redirects=False).status_code == 303
+    assert client.get("/account").status_code == 200  # the browser is logged in
+    wrong = {"current_password": "not-it-at-all", "new_password": "a-new-secret-1"}
+    assert client.post("/api/auth/password", json=wrong, headers=laptop).status_code == 401
+    body = {"current_password": PASSWORD, "new_password": "a-new-secret-1"}
+    r = client.post("/api/auth/password", json=body, headers=laptop)
+    assert r.status_code == 200
+    fresh = {"authorization": f"Bearer {r.json()['token']}"}
+    for old in (laptop, desktop):
+        assert client.get("/api/auth/me", headers=old).status_code == 401
+    assert client.get("/api/auth/me", headers=fresh).status_code == 200
+    page = client.get("/account", follow_redirects=False)  # the browser's cookie is dead too
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    assert api_login(client, "alice@example.org", PASSWORD) == 401
+    assert api_login(client, "alice@example.org", "a-new-secret-1") == 200
+    # API tokens are kept (listed on the account page, revoked one by one).
+    r = client.get(
+        "/api/challenges/tiny/phases/validation/submissions",
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 200
+    client.post("/api/auth/logout-everywhere", headers=fresh)
+    assert client.get("/api/auth/me", headers=fresh).status_code == 401
+
+
+def test_account_page_creates_shows_once_and_revokes_tokens(client: TestClient) -> None:
+    form = {"email": "bob@example.org", "password": PASSWORD, "csrf_token": csrf(client, "/login")}
+    client.post("/login", data=form)
+    token_csrf = csrf(client, "/account")
+    r = client.post(
+        "/account/tokens", data={"name": "laptop", "challenge": "tiny", "csrf_token": token_csrf}
+    )
+    shown = re.search(r"<code>(covseg_pat_[^<]+)</code>", r.text)
+    assert r.status_code == 200 and shown
+    assert shown.group(1) not in client.get("/account").text  # only once
+    who = {"authorization": f"Bearer {shown.group(1)}"}
+    assert (
+        client.get("/api/challenges/tiny/phases/validation/submissions", headers=who).status_code
+        == 200
+    )
+    token_id = client.get("/api/auth/tokens", headers=bearer(client, "bob@example.org")).json()[0][
+        "id"
+    ]
+    client.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": token_csrf})
+    assert (
+        client.get("/api/challenges/tiny/phases/validation/submissions", headers=who).status_code
+        == 401
+    )
+    r = client.post(
+        "/account/logout-everywhere", data={"csrf_token": token_csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert client.get("/account", follow_redirects=False).status_code == 303
+
+
+def test_covseg_submit_takes_the_token_from_the_environment_or_a_file(
+    platform: Platform, tmp_path: Path
+) -> None:
+    import io
+    import zipfile
+
+    from test_platform_support import LiveServer, good_zip
+    from typer.testing import CliRunner
+
+    from covseg.cli import app
+    from covseg.platform.models import Challenge
+    from covseg.platform.services import challenges
+
+    with platform.db() as db, db.begin():
+        ch = challenges.get_challenge(db, "tiny")
+        assert isinstance(ch, Challenge)
+        token, _ = accounts.create_api_token(db, platform.user(db, "alice@example.org"), ch, "cli")
+        bob_token, _ = accounts.create_api_token(db, platform.user(db, "bob@example.org"), ch, "b")
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    with zipfile.ZipFile(io.BytesIO(good_zip())) as zf:
+        zf.extractall(folder)
+    server = LiveServer(platform)
+    try:
+        base = ["submit", str(folder), "-c", "tiny", "--server", server.url]
+        runner = CliRunner()
+        result = runner.invoke(app, base, env={"COVSEG_TOKEN": token})
+        assert result.exit_code == 0, result.output
+        assert "accepted for team team-alice" in result.output
+        (tmp_path / "token").write_text(bob_token + "\n")
+        result = runner.invoke(app, [*base, "--token-file", str(tmp_path / "token"), "--no-wait"])
+        assert result.exit_code == 0 and "team-bob" in result.output, result.output
+        result = runner.invoke(app, base, env={"COVSEG_TOKEN": ""})
+        assert result.exit_code == 1 and "COVSEG_TOKEN" in result.output
+        missing = runner.invoke(app, [*base, "--token-file", str(tmp_path / "nope")])
+        assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
+    finally:
+        server.close()

@@ -24,38 +24,58 @@ def _zip_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _token(token_file: Path | None, env_token: str | None) -> str | None:
+    """The API token from --token-file or COVSEG_TOKEN (never from the command line)."""
+    if token_file is not None:
+        try:
+            text = token_file.read_text().strip()
+        except OSError as exc:
+            raise fail(f"{token_file}: cannot read the token ({exc.strerror})") from exc
+        if not text:
+            raise fail(f"{token_file}: empty; put the API token from your account page in it")
+        return text
+    return env_token.strip() if env_token else None
+
+
 @app.command()
 def submit(
     predictions: Path = typer.Argument(..., help="A .zip of masks, or a folder of <case>.nii.gz."),
     challenge: str = typer.Option(..., "--challenge", "-c", help="The challenge's slug."),
     phase: str = typer.Option("validation", "--phase", "-p", help="validation or test."),
     server: str = typer.Option("http://127.0.0.1:8000", "--server", help="Platform address."),
-    email: str | None = typer.Option(None, "--email", help="Log in with this account."),
-    password: str | None = typer.Option(
-        None, "--password", help="Asked for when not given (avoid it in shell history)."
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding an API token (see your account page)."
     ),
-    token: str | None = typer.Option(None, "--token", help="An API token instead of a log-in."),
+    email: str | None = typer.Option(
+        None, "--email", help="Log in with this account instead; the password is asked for."
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the score."),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds to wait for the score."),
 ) -> None:
     """Submit predicted masks for your team and (by default) wait for the score.
 
-    Example: ``covseg submit preds/ -c covid19-20 --email me@lab.org``
+    Authenticates with a long-lived API token for the challenge (create one on the account
+    page of the server), read from the environment variable COVSEG_TOKEN or from
+    --token-file, so that no secret appears on the command line; or, interactively, with
+    --email and a password prompt.
+
+    Example: ``COVSEG_TOKEN=$(cat ~/.covseg-token) covseg submit preds/ -c covid19-20``
     """
+    import os
     import time
 
     import httpx
 
     if not predictions.exists():
         raise fail(f"{predictions}: no such file or folder")
+    token = _token(token_file, os.environ.get("COVSEG_TOKEN"))
     data = _zip_folder(predictions) if predictions.is_dir() else predictions.read_bytes()
     base = server.rstrip("/")
     with httpx.Client(base_url=base, timeout=600) as client:
         if token is None:
             if email is None:
-                raise fail("give --email (and the password when asked) or --token")
-            if password is None:
-                password = typer.prompt("password", hide_input=True)
+                raise fail("set COVSEG_TOKEN or give --token-file (an API token), or --email")
+            password = typer.prompt("password", hide_input=True)
             r = client.post("/api/auth/login", json={"email": email, "password": password})
             if r.status_code != 200:
                 raise fail(f"log-in failed: {r.json().get('detail', r.text)}")
@@ -73,7 +93,12 @@ def submit(
             if time.monotonic() > deadline:
                 raise fail(f"no score after {timeout:.0f} s; check {base}/submissions/{sub['id']}")
             time.sleep(2)
-            sub = client.get(f"/api/submissions/{sub['id']}", headers=headers).json()
+            r = client.get(f"/api/submissions/{sub['id']}", headers=headers)
+            if r.status_code != 200:
+                raise fail(
+                    f"cannot follow submission {sub['id']}: {r.json().get('detail', r.text)}"
+                )
+            sub = r.json()
     if sub["status"] == "failed":
         raise fail(f"submission {sub['id']} failed: {sub['message']}")
     if sub["status"] == "succeeded" and sub.get("scores_hidden"):

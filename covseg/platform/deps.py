@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from covseg.platform.config import Settings
-from covseg.platform.models import AuthSession, User
+from covseg.platform.models import User
 from covseg.platform.services import accounts
 from covseg.platform.services.errors import NotAuthenticated
 from covseg.platform.services.throttle import LoginThrottle
@@ -60,26 +60,38 @@ def bearer_token(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def api_session(request: Request, db: DB) -> AuthSession | None:
-    """The API caller's live session (bearer token only: the API ignores cookies, so a page
-    on another site cannot make a logged-in browser call it)."""
-    return accounts.session_for(db, bearer_token(request))
+def api_caller(request: Request, db: DB) -> User | None:
+    """Who the bearer token speaks for: a log-in session, or an API token within its scope.
+
+    Bearer tokens only: the API ignores cookies, so a page on another site cannot make a
+    logged-in browser call it.
+    """
+    token = bearer_token(request)
+    if token is None:
+        return None
+    row = accounts.api_token_for(db, token)
+    if row is not None:
+        params = request.path_params
+        accounts.check_token_scope(
+            db, row, request.url.path, params.get("slug"), params.get("submission_id")
+        )
+        return row.user
+    auth = accounts.session_for(db, token)
+    return auth.user if auth else None
 
 
-def api_user(auth: Annotated[AuthSession | None, Depends(api_session)]) -> User:
+def api_user(user: Annotated[User | None, Depends(api_caller)]) -> User:
     """The authenticated API caller; 401 otherwise."""
-    if auth is None:
+    if user is None:
         raise NotAuthenticated(
             "log in first (Authorization: Bearer <token>), or the session expired"
         )
-    return auth.user
+    return user
 
 
-def api_user_optional(
-    auth: Annotated[AuthSession | None, Depends(api_session)],
-) -> User | None:
+def api_user_optional(user: Annotated[User | None, Depends(api_caller)]) -> User | None:
     """The API caller if authenticated (public reads)."""
-    return auth.user if auth else None
+    return user
 
 
 CurrentUser = Annotated[User, Depends(api_user)]

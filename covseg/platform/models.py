@@ -54,6 +54,25 @@ class AuthSession(Base):
     user: Mapped[User] = relationship()
 
 
+class ApiToken(Base):
+    """A long-lived, named API token of one user for one challenge (stored hashed).
+
+    For scripts (``covseg submit``): it may act only on that challenge's participant routes
+    and is revoked by deleting it.
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    user: Mapped[User] = relationship()
+    challenge: Mapped[Challenge] = relationship()
+
+
 class Challenge(Base):
     """A challenge: its licence, how participants are admitted, its phases and organizers."""
 

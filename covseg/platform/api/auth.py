@@ -1,10 +1,20 @@
-"""Accounts: register, log in (get a bearer token), log out, who am I."""
+"""Accounts: register, log in (get a bearer token), log out, password, API tokens, who am I."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, status
 
-from covseg.platform.api.schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
+from covseg.platform.api.schemas import (
+    ApiTokenIn,
+    ApiTokenOut,
+    LoginIn,
+    MessageOut,
+    NewApiTokenOut,
+    PasswordIn,
+    RegisterIn,
+    TokenOut,
+    UserOut,
+)
 from covseg.platform.config import Settings
 from covseg.platform.deps import (
     DB,
@@ -14,7 +24,8 @@ from covseg.platform.deps import (
     client_address,
     get_settings,
 )
-from covseg.platform.services import accounts
+from covseg.platform.models import ApiToken
+from covseg.platform.services import accounts, challenges
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
 
@@ -53,6 +64,68 @@ def login(
 def logout(request: Request, db: DB, user: CurrentUser) -> None:
     """End the session of the token used."""
     accounts.end_session(db, bearer_token(request))
+    db.commit()
+
+
+@router.post("/logout-everywhere", status_code=status.HTTP_204_NO_CONTENT)
+def logout_everywhere(db: DB, user: CurrentUser) -> None:
+    """End every session of the account (all browsers and API log-ins; API tokens stay)."""
+    accounts.end_all_sessions(db, user)
+    db.commit()
+
+
+@router.post("/password")
+def change_password(
+    request: Request,
+    body: PasswordIn,
+    db: DB,
+    user: CurrentUser,
+    throttle: Throttle,
+    settings: Settings = Depends(get_settings),
+) -> TokenOut:
+    """Set a new password: every session ends, and this answer carries a new one."""
+    token, row = accounts.change_password(
+        db,
+        throttle,
+        user,
+        body.current_password,
+        body.new_password,
+        client_address(request),
+        settings.session_hours,
+    )
+    db.commit()
+    return TokenOut(token=token, expires_at=row.expires_at)
+
+
+def _token_out(row: ApiToken) -> ApiTokenOut:
+    return ApiTokenOut(
+        id=row.id,
+        name=row.name,
+        challenge=row.challenge.slug,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+def create_token(body: ApiTokenIn, db: DB, user: CurrentUser) -> NewApiTokenOut:
+    """A long-lived, named API token for one challenge (for ``covseg submit``; shown once)."""
+    challenge = challenges.get_challenge(db, body.challenge)
+    token, row = accounts.create_api_token(db, user, challenge, body.name)
+    db.commit()
+    return NewApiTokenOut(**_token_out(row).model_dump(), token=token)
+
+
+@router.get("/tokens")
+def list_tokens(db: DB, user: CurrentUser) -> list[ApiTokenOut]:
+    """Your API tokens (never the tokens themselves)."""
+    return [_token_out(row) for row in accounts.api_tokens(db, user)]
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(token_id: int, db: DB, user: CurrentUser) -> None:
+    """Revoke one of your API tokens: it stops working at once."""
+    accounts.revoke_api_token(db, user, token_id)
     db.commit()
 
 

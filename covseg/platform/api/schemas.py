@@ -37,6 +37,30 @@ class MessageOut(BaseModel):
     detail: str
 
 
+class PasswordIn(BaseModel):
+    current_password: str = Field(max_length=MAX_PASSWORD)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+class ApiTokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=MAX_NAME, examples=["cluster job"])
+    challenge: str = Field(max_length=64, description="The slug of the one challenge it serves.")
+
+
+class ApiTokenOut(BaseModel):
+    id: int
+    name: str
+    challenge: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class NewApiTokenOut(ApiTokenOut):
+    token: str = Field(
+        description="Shown once. Give it to `covseg submit` through COVSEG_TOKEN or --token-file."
+    )
+
+
 class TokenOut(BaseModel):
     token: str = Field(description="Send as `Authorization: Bearer <token>`.")
     expires_at: datetime

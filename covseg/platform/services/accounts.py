@@ -1,4 +1,4 @@
-"""Accounts and log-in sessions (shared by the web cookie and the API bearer token)."""
+"""Accounts, log-in sessions (the web cookie and the API bearer token) and API tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from covseg.platform.models import AuthSession, User, utcnow
+from covseg.platform.models import ApiToken, AuthSession, Challenge, Submission, User, utcnow
 from covseg.platform.security import (
     burn_verification,
     hash_password,
@@ -17,7 +17,7 @@ from covseg.platform.security import (
     token_digest,
     verify_password,
 )
-from covseg.platform.services.errors import Conflict, Invalid, NotAuthenticated
+from covseg.platform.services.errors import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound
 from covseg.platform.services.throttle import LoginThrottle
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -136,3 +136,111 @@ def end_session(db: Session, token: str | None) -> None:
     if token:
         db.execute(delete(AuthSession).where(AuthSession.token_hash == token_digest(token)))
     db.execute(delete(AuthSession).where(AuthSession.expires_at <= utcnow()))
+
+
+def change_password(
+    db: Session,
+    throttle: LoginThrottle,
+    user: User,
+    current: str,
+    new: str,
+    client: str,
+    hours: float,
+) -> tuple[str, AuthSession]:
+    """Set a new password and log out everywhere: every session of ``user`` ends.
+
+    The current password is checked behind the same back-off as a log-in (a stolen session
+    must not be a way to guess it). Returns a fresh session for the caller. API tokens are
+    kept: they are listed and revoked one by one (:func:`revoke_api_token`).
+    """
+    log_in(db, throttle, user.email, current, client)
+    _checked(user.email, new, user.name)
+    user.password_hash = hash_password(new)
+    end_all_sessions(db, user)
+    return start_session(db, user, hours)
+
+
+def end_all_sessions(db: Session, user: User) -> None:
+    """Log ``user`` out everywhere (every browser and API session; not the API tokens)."""
+    db.execute(delete(AuthSession).where(AuthSession.user_id == user.id))
+
+
+#: API tokens start with this, so that they are told from session tokens (and secret
+#: scanners can find them in a leaked file).
+API_TOKEN_PREFIX = "covseg_pat_"
+
+
+def create_api_token(
+    db: Session, user: User, challenge: Challenge, name: str
+) -> tuple[str, ApiToken]:
+    """A named token for ``challenge``; the token itself is returned once and stored hashed."""
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_NAME:
+        raise Invalid(f"a token needs a name of 1 to {MAX_NAME} characters")
+    token = API_TOKEN_PREFIX + new_token()
+    row = ApiToken(
+        user_id=user.id, challenge_id=challenge.id, name=name, token_hash=token_digest(token)
+    )
+    db.add(row)
+    db.flush()
+    return token, row
+
+
+def api_tokens(db: Session, user: User) -> list[ApiToken]:
+    """The user's API tokens, newest first."""
+    rows = db.scalars(
+        select(ApiToken)
+        .options(joinedload(ApiToken.challenge))
+        .where(ApiToken.user_id == user.id)
+        .order_by(ApiToken.id.desc())
+    )
+    return list(rows)
+
+
+def revoke_api_token(db: Session, user: User, token_id: int) -> None:
+    """Delete one of the user's tokens (another user's is 'not found')."""
+    row = db.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound("no such token")
+    db.delete(row)
+    db.flush()
+
+
+def api_token_for(db: Session, token: str) -> ApiToken | None:
+    """The API token row of a presented token, or ``None``; notes when it was last used."""
+    if not token.startswith(API_TOKEN_PREFIX):
+        return None
+    row = db.scalar(
+        select(ApiToken)
+        .options(joinedload(ApiToken.user), joinedload(ApiToken.challenge))
+        .where(ApiToken.token_hash == token_digest(token))
+    )
+    if row is not None:
+        now = utcnow()
+        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+            row.last_used_at = now  # at most a write a minute for a polling script
+            db.commit()
+    return row
+
+
+def check_token_scope(
+    db: Session, row: ApiToken, path: str, slug: str | None, submission_id: str | None
+) -> None:
+    """Refuse a request an API token may not make.
+
+    A token acts on its own challenge's participant routes (registration, data, teams,
+    submissions, boards) and on that challenge's submissions; never on account or organizer
+    routes, and never on another challenge.
+    """
+    if path.startswith("/api/auth/") or "/admin/" in path or path.endswith("/admin"):
+        raise Forbidden("an API token cannot manage accounts or challenges; log in instead")
+    if slug is not None:
+        if slug != row.challenge.slug:
+            raise Forbidden(f"this API token is for challenge {row.challenge.slug!r} only")
+        return
+    if submission_id is not None and submission_id.isdigit():
+        sub = db.get(Submission, int(submission_id))
+        if sub is None or sub.phase.challenge_id == row.challenge_id:
+            return  # an unknown id is the route's own 404
+        raise NotFound("no such submission")  # as for any submission not the caller's
+    raise Forbidden(f"this API token is for challenge {row.challenge.slug!r} only")

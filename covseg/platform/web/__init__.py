@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from covseg.platform.services.errors import NotAuthenticated, ServiceError
-from covseg.platform.web import admin, pages
+from covseg.platform.web import account, admin, pages
 from covseg.platform.web.render import render
 
 
@@ -18,6 +18,7 @@ def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(pages.router)
     app.include_router(admin.router)
+    app.include_router(account.router)
 
 
 def error_page(request: Request, exc: ServiceError) -> Response:
