@@ -349,42 +349,56 @@ def test_api_docs_need_no_other_host(client: TestClient) -> None:
 def test_pages_and_api_docs_work_under_the_csp_in_chromium(platform: Platform) -> None:
     """No CSP violation on the pages; Swagger UI renders from local assets, offline."""
     pytest.importorskip("playwright")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import Page, expect, sync_playwright
     from test_platform_browser import ARGS, CHROMIUM
     from test_platform_support import LiveServer
 
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium")
     server = LiveServer(platform)
+    violations: list[str] = []
+    foreign: list[str] = []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            context = browser.new_context()
-            foreign: list[str] = []
-            context.route(  # offline: any request off this server fails and is recorded
-                re.compile(r"^(?!" + re.escape(server.url) + ").*"),
-                lambda route: (foreign.append(route.request.url), route.abort()),
-            )
-            page = context.new_page()
-            violations: list[str] = []
-            page.on(
-                "console",
-                lambda m: (
-                    violations.append(m.text) if "Content Security Policy" in m.text else None
-                ),
-            )
-            page.goto(f"{server.url}/login?next=/challenges/tiny/phases/validation/submit")
-            page.fill("input[name=email]", "alice@example.org")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
+
+            def logged_in(email: str, target: str) -> Page:
+                context = browser.new_context()
+                context.route(  # offline: any request off this server fails and is recorded
+                    re.compile(r"^(?!" + re.escape(server.url) + ").*"),
+                    lambda route: (foreign.append(route.request.url), route.abort()),
+                )
+                page = context.new_page()
+                page.on(
+                    "console",
+                    lambda m: (
+                        violations.append(m.text) if "Content Security Policy" in m.text else None
+                    ),
+                )
+                page.goto(f"{server.url}/login?next={target}")
+                page.fill("input[name=email]", email)
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit]")
+                return page
+
+            page = logged_in("alice@example.org", "/challenges/tiny/phases/validation/submit")
             expect(page.locator("#upload-form")).to_be_visible()  # upload.js loaded
-            for path in ("/", "/challenges/tiny", "/challenges/tiny/submissions", "/nowhere"):
+            for path in (
+                "/",
+                "/challenges/tiny",
+                "/challenges/tiny/submissions",
+                "/challenges/tiny/phases/validation/leaderboard",
+                "/account",
+                "/nowhere",
+            ):
                 page.goto(server.url + path)
             page.goto(f"{server.url}/api/docs")
             expect(page.locator("#swagger-ui .info .title")).to_contain_text(
                 "covseg", timeout=20_000
             )
             expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+            org = logged_in("org@example.org", "/challenges/tiny/admin")
+            expect(org.locator("#audit")).to_be_visible()
             browser.close()
     finally:
         server.close()
