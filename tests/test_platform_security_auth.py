@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_platform_support import PASSWORD, Platform, build_platform
+from test_platform_support import BACKENDS, PASSWORD, Platform, build_platform, platform_on
 
 from covseg.platform import security
 from covseg.platform.app import create_app
@@ -39,6 +39,19 @@ class FakeClock:
 @pytest.fixture
 def platform(tmp_path: Path) -> Platform:
     return build_platform(tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_platform(request: pytest.FixtureRequest, tmp_path: Path) -> Platform:
+    """The tiny challenge on SQLite, and on PostgreSQL where one is configured."""
+    return platform_on(request.param, tmp_path)
+
+
+@pytest.fixture
+def db_client(db_platform: Platform) -> Iterator[TestClient]:
+    queue = make_queue(db_platform.settings, db_platform.factory)
+    with TestClient(create_app(db_platform.settings, queue)) as c:
+        yield c
 
 
 @pytest.fixture
@@ -201,27 +214,31 @@ def test_unknown_email_and_wrong_password_cost_the_same(
 
 
 def test_sign_up_does_not_tell_whether_the_email_has_an_account(
-    client: TestClient, platform: Platform
+    db_client: TestClient, db_platform: Platform
 ) -> None:
-    taken = client.post(
+    taken = db_client.post(
         "/api/auth/register", json={"email": "Alice@example.org", "password": "another-one-1"}
     )
-    free = client.post(
+    free = db_client.post(
         "/api/auth/register", json={"email": "newbie@example.org", "password": "another-one-1"}
     )
     assert (taken.status_code, taken.json()) == (free.status_code, free.json())
     # The existing account keeps its password; the new one works.
-    assert api_login(client, "alice@example.org", "another-one-1") == 401
-    assert api_login(client, "alice@example.org", PASSWORD) == 200
-    assert api_login(client, "newbie@example.org", "another-one-1") == 200
+    assert api_login(db_client, "alice@example.org", "another-one-1") == 401
+    assert api_login(db_client, "alice@example.org", PASSWORD) == 200
+    assert api_login(db_client, "newbie@example.org", "another-one-1") == 200
     # The page answers alike too: both go to the log-in form with the same notice.
     answers = []
     for email in ("bob@example.org", "newcomer@example.org"):
-        form = {"email": email, "password": "whatever-1", "csrf_token": csrf(client, "/register")}
-        r = client.post("/register", data=form, follow_redirects=False)
+        form = {
+            "email": email,
+            "password": "whatever-1",
+            "csrf_token": csrf(db_client, "/register"),
+        }
+        r = db_client.post("/register", data=form, follow_redirects=False)
         answers.append((r.status_code, r.headers.get("location"), "set-cookie" in r.headers))
     assert answers[0] == answers[1] == (303, "/login?signed_up=1", False)
-    assert accounts.SIGNED_UP in client.get("/login?signed_up=1").text
+    assert accounts.SIGNED_UP in db_client.get("/login?signed_up=1").text
 
 
 def test_login_form_says_wrong_email_or_password_and_keeps_next(client: TestClient) -> None:
@@ -532,13 +549,13 @@ def bearer(client: TestClient, email: str, password: str = PASSWORD) -> dict[str
 
 
 def test_api_token_acts_on_its_challenge_only_until_revoked(
-    client: TestClient, platform: Platform, organizer_dir: Path
+    db_client: TestClient, db_platform: Platform, organizer_dir: Path
 ) -> None:
     from test_platform_support import good_zip
 
-    assert _create(platform, _spec(), organizer_dir) == ""  # a second challenge
-    alice = bearer(client, "alice@example.org")
-    r = client.post(
+    assert _create(db_platform, _spec(), organizer_dir) == ""  # a second challenge
+    alice = bearer(db_client, "alice@example.org")
+    r = db_client.post(
         "/api/auth/tokens", json={"name": "cluster", "challenge": "tiny"}, headers=alice
     )
     assert r.status_code == 201
@@ -546,70 +563,73 @@ def test_api_token_acts_on_its_challenge_only_until_revoked(
     assert made["token"].startswith("covseg_pat_") and made["challenge"] == "tiny"
     tok = {"authorization": f"Bearer {made['token']}"}
     files = {"file": ("m.zip", good_zip(), "application/zip")}
-    r = client.post("/api/challenges/tiny/phases/validation/submissions", files=files, headers=tok)
+    r = db_client.post(
+        "/api/challenges/tiny/phases/validation/submissions", files=files, headers=tok
+    )
     assert r.status_code == 202, r.text
-    assert client.get(f"/api/submissions/{r.json()['id']}", headers=tok).status_code == 200
+    assert db_client.get(f"/api/submissions/{r.json()['id']}", headers=tok).status_code == 200
     # Not the account, not organizer routes, not another challenge.
-    assert client.get("/api/auth/me", headers=tok).status_code == 403
-    r = client.post("/api/auth/tokens", json={"name": "x", "challenge": "tiny"}, headers=tok)
+    assert db_client.get("/api/auth/me", headers=tok).status_code == 403
+    r = db_client.post("/api/auth/tokens", json={"name": "x", "challenge": "tiny"}, headers=tok)
     assert r.status_code == 403
-    r = client.post(
+    r = db_client.post(
         "/api/challenges/second/registration", json={"accept_licence": True}, headers=tok
     )
     assert r.status_code == 403
-    org_token = client.post(
+    org_token = db_client.post(
         "/api/auth/tokens",
         json={"name": "org", "challenge": "tiny"},
-        headers=bearer(client, "org@example.org"),
+        headers=bearer(db_client, "org@example.org"),
     ).json()["token"]
     org_tok = {"authorization": f"Bearer {org_token}"}
     assert (
-        client.get("/api/challenges/tiny/admin/registrations", headers=org_tok).status_code == 403
+        db_client.get("/api/challenges/tiny/admin/registrations", headers=org_tok).status_code
+        == 403
     )
     # Listed without the secret, with when it was last used; revoked at once.
-    listed = client.get("/api/auth/tokens", headers=alice).json()
+    listed = db_client.get("/api/auth/tokens", headers=alice).json()
     assert [(t["name"], t["challenge"]) for t in listed] == [("cluster", "tiny")]
     assert "token" not in listed[0] and listed[0]["last_used_at"] is not None
-    bob = bearer(client, "bob@example.org")
-    assert client.delete(f"/api/auth/tokens/{made['id']}", headers=bob).status_code == 404
-    assert client.delete(f"/api/auth/tokens/{made['id']}", headers=alice).status_code == 204
-    r = client.get("/api/challenges/tiny/phases/validation/submissions", headers=tok)
+    bob = bearer(db_client, "bob@example.org")
+    assert db_client.delete(f"/api/auth/tokens/{made['id']}", headers=bob).status_code == 404
+    assert db_client.delete(f"/api/auth/tokens/{made['id']}", headers=alice).status_code == 204
+    r = db_client.get("/api/challenges/tiny/phases/validation/submissions", headers=tok)
     assert r.status_code == 401
 
 
-def test_password_change_logs_out_everywhere(client: TestClient) -> None:
-    laptop, desktop = bearer(client, "alice@example.org"), bearer(client, "alice@example.org")
-    token = client.post(
+def test_password_change_logs_out_everywhere(db_client: TestClient) -> None:
+    laptop, desktop = bearer(db_client, "alice@example.org"), bearer(db_client, "alice@example.org")
+    token = db_client.post(
         "/api/auth/tokens", json={"name": "ci", "challenge": "tiny"}, headers=laptop
     ).json()["token"]
     form = {
         "email": "alice@example.org",
         "password": PASSWORD,
-        "csrf_token": csrf(client, "/login"),
+        "csrf_token": csrf(db_client, "/login"),
     }
-    assert client.post("/login", data=form, follow_redirects=False).status_code == 303
-    assert client.get("/account").status_code == 200  # the browser is logged in
+    assert db_client.post("/login", data=form, follow_redirects=False).status_code == 303
+    assert db_client.get("/account").status_code == 200  # the browser is logged in
     wrong = {"current_password": "not-it-at-all", "new_password": "a-new-secret-1"}
-    assert client.post("/api/auth/password", json=wrong, headers=laptop).status_code == 401
+    assert db_client.post("/api/auth/password", json=wrong, headers=laptop).status_code == 401
     body = {"current_password": PASSWORD, "new_password": "a-new-secret-1"}
-    r = client.post("/api/auth/password", json=body, headers=laptop)
+    r = db_client.post("/api/auth/password", json=body, headers=laptop)
     assert r.status_code == 200
     fresh = {"authorization": f"Bearer {r.json()['token']}"}
     for old in (laptop, desktop):
-        assert client.get("/api/auth/me", headers=old).status_code == 401
-    assert client.get("/api/auth/me", headers=fresh).status_code == 200
-    page = client.get("/account", follow_redirects=False)  # the browser's cookie is dead too
+        assert db_client.get("/api/auth/me", headers=old).status_code == 401
+    assert db_client.get("/api/auth/me", headers=fresh).status_code == 200
+    page = db_client.get("/account", follow_redirects=False)  # the browser's cookie is dead too
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
-    assert api_login(client, "alice@example.org", PASSWORD) == 401
-    assert api_login(client, "alice@example.org", "a-new-secret-1") == 200
+    assert api_login(db_client, "alice@example.org", PASSWORD) == 401
+    assert api_login(db_client, "alice@example.org", "a-new-secret-1") == 200
     # API tokens are kept (listed on the account page, revoked one by one).
-    r = client.get(
+    r = db_client.get(
         "/api/challenges/tiny/phases/validation/submissions",
         headers={"authorization": f"Bearer {token}"},
     )
     assert r.status_code == 200
-    client.post("/api/auth/logout-everywhere", headers=fresh)
-    assert client.get("/api/auth/me", headers=fresh).status_code == 401
+    db_client.post("/api/auth/logout-everywhere", headers=fresh)
+    assert db_client.get("/api/auth/me", headers=fresh).status_code == 401
 
 
 def test_account_page_creates_shows_once_and_revokes_tokens(client: TestClient) -> None:
