@@ -700,3 +700,15 @@ def test_covseg_submit_takes_the_token_from_the_environment_or_a_file(
         assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("target", ["//evil.example", "/\\evil.example", "/\t/evil.example"])
+def test_login_never_redirects_off_site(client: TestClient, target: str) -> None:
+    form = {
+        "email": "alice@example.org",
+        "password": PASSWORD,
+        "next": target,
+        "csrf_token": csrf(client, "/login"),
+    }
+    r = client.post("/login", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"

@@ -26,8 +26,18 @@ router = APIRouter(include_in_schema=False)
 
 
 def _safe_next(target: str) -> str:
-    """Only same-site paths after log-in (no open redirects)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only same-site paths after log-in (no open redirects).
+
+    Browsers read ``/\\host`` like ``//host`` and drop tabs and newlines, so a path must start
+    with one ``/`` followed by neither slash nor backslash, and hold no control character.
+    """
+    if (
+        not target.startswith("/")
+        or target[1:2] in ("/", "\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in target)
+    ):
+        return "/"
+    return target
 
 
 def _see_other(url: str) -> RedirectResponse:
