@@ -496,6 +496,19 @@ def test_a_truth_file_linked_to_another_challenge_is_refused(
     assert "case-X-009_seg.nii.gz" in message and "platform's own data" in message
 
 
+def test_downloads_never_hand_out_the_truth(platform: Platform, organizer_dir: Path) -> None:
+    import shutil
+
+    shutil.copytree(organizer_dir / "labels", organizer_dir / "public" / "copy")
+    (organizer_dir / "public" / "readme.txt").write_text("the training data")
+    for downloads in (["."], ["labels"], ["public"], ["labels/case-A-001_seg.nii.gz"]):
+        message = _create(platform, _spec(downloads=downloads), organizer_dir)
+        assert "is the ground truth of case case-A-00" in message, (downloads, message)
+        assert "(phase validation)" in message
+    shutil.rmtree(organizer_dir / "public" / "copy")
+    assert _create(platform, _spec(downloads=["public"]), organizer_dir) == ""
+
+
 def test_challenge_create_refuses_etc_passwd_in_one_line(
     organizer_dir: Path, tmp_path: Path
 ) -> None:

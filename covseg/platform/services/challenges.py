@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import shutil
 import zipfile
@@ -201,7 +202,35 @@ def _copy_truth(
     return cases
 
 
-def _copy_downloads(paths: list[Any], base: Path, dest: Path, jail: _Confinement) -> None:
+class _TruthGuard:
+    """Recognises the bytes of any of the challenge's ground-truth files (by size, then SHA-256).
+
+    So that a download (a file, or a folder zipped) never hands participants the truth, be it
+    the truth folder itself, a folder above it, or a copy of the masks elsewhere.
+    """
+
+    def __init__(self, truth: dict[Path, str]) -> None:
+        self._by_size: dict[int, list[tuple[Path, str]]] = {}
+        for path, label in truth.items():
+            self._by_size.setdefault(path.stat().st_size, []).append((path, label))
+        self._digests: dict[Path, str] = {}
+
+    def _digest(self, path: Path) -> str:
+        if path not in self._digests:
+            with path.open("rb") as handle:
+                self._digests[path] = hashlib.file_digest(handle, "sha256").hexdigest()
+        return self._digests[path]
+
+    def check(self, path: Path, shown: str) -> None:
+        """:class:`Invalid` if ``path`` holds the same bytes as a truth file."""
+        for truth, label in self._by_size.get(path.stat().st_size, []):
+            if self._digest(path) == self._digest(truth):
+                raise Invalid(f"download {shown}: it is the ground truth of {label}")
+
+
+def _copy_downloads(
+    paths: list[Any], base: Path, dest: Path, jail: _Confinement, guard: _TruthGuard
+) -> None:
     """Copy the files participants may download; folders become one zip each."""
     dest.mkdir(parents=True, exist_ok=True)
     for item in paths:
@@ -212,10 +241,13 @@ def _copy_downloads(paths: list[Any], base: Path, dest: Path, jail: _Confinement
                 for path in sorted(src.rglob("*"))
                 if path.is_file()
             ]
+            for real, name in members:
+                guard.check(real, f"{item}: {name}")
             with zipfile.ZipFile(dest / f"{src.name}.zip", "w", zipfile.ZIP_STORED) as zf:
                 for real, name in members:
                     zf.write(real, name)
         elif src.is_file():
+            guard.check(src, str(item))
             shutil.copyfile(src, dest / src.name)
         else:
             raise Invalid(f"download {src} not found")
@@ -282,6 +314,7 @@ def _load_files(
     """Create the phases with their cases, copying truth and downloads into the data folder."""
     root = settings.challenge_dir(challenge.slug)
     by_slug: dict[str, Phase] = {}
+    truth: dict[Path, str] = {}
     for item in spec.get("phases") or []:
         phase = _make_phase(item, challenge, by_slug)
         db.add(phase)
@@ -292,10 +325,12 @@ def _load_files(
             db.add(
                 Case(phase_id=phase.id, case_id=case, source=sources.get(case, ""), truth_path=rel)
             )
+            truth[path] = f"case {case} (phase {phase.slug})"
         by_slug[phase.slug] = phase
     if not by_slug:
         raise Invalid("a challenge needs at least one phase")
-    _copy_downloads(list(spec.get("downloads") or []), base, root / "downloads", jail)
+    downloads = list(spec.get("downloads") or [])
+    _copy_downloads(downloads, base, root / "downloads", jail, _TruthGuard(truth))
 
 
 def _make_phase(item: dict[str, Any], challenge: Challenge, earlier: dict[str, Phase]) -> Phase:
