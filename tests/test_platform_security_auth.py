@@ -725,3 +725,18 @@ def test_login_never_redirects_off_site(client: TestClient, target: str) -> None
     }
     r = client.post("/login", data=form, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_an_old_cheaper_hash_is_replaced_at_the_next_good_log_in(platform: Platform) -> None:
+    """A hash made at another cost would tell, by its time, that the account exists."""
+    with platform.db() as db, db.begin():
+        alice = platform.user(db, "alice@example.org")
+        old = alice.password_hash
+        security.set_hash_cost(time_cost=2, memory_kib=128)
+        try:
+            assert security.needs_rehash(old)
+            accounts.authenticate(db, "alice@example.org", PASSWORD)
+            assert alice.password_hash != old and not security.needs_rehash(alice.password_hash)
+        finally:
+            security.set_hash_cost(time_cost=1, memory_kib=64)
+        assert security.verify_password(alice.password_hash, PASSWORD)

@@ -66,6 +66,18 @@ def verify_password(password_hash: str, password: str) -> bool:
             return False
 
 
+def needs_rehash(password_hash: str) -> bool:
+    """Whether a stored hash was made with other parameters than new hashes get.
+
+    Rehashed at the next good log-in, so that every account costs the same to check (a cheaper
+    old hash would tell an attacker, by its time, that the account exists).
+    """
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
 def burn_verification(password: str) -> None:
     """Spend what :func:`verify_password` spends, against a hash nobody's password matches.
 

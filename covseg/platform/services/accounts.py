@@ -13,6 +13,7 @@ from covseg.platform.models import ApiToken, AuthSession, Challenge, Submission,
 from covseg.platform.security import (
     burn_verification,
     hash_password,
+    needs_rehash,
     new_token,
     token_digest,
     verify_password,
@@ -92,6 +93,8 @@ def authenticate(db: Session, email: str, password: str) -> User:
         raise NotAuthenticated("wrong email or password")
     if not verify_password(user.password_hash, password):
         raise NotAuthenticated("wrong email or password")
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)  # kept by the caller's commit
     return user
 
 
