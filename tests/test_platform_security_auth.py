@@ -214,14 +214,19 @@ def test_unknown_email_and_wrong_password_cost_the_same(
 
 
 def test_sign_up_does_not_tell_whether_the_email_has_an_account(
-    db_client: TestClient, db_platform: Platform
+    db_client: TestClient, db_platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hashed: list[str] = []
+    real_hash = accounts.hash_password
+    monkeypatch.setattr(accounts, "hash_password", lambda p: hashed.append(p) or real_hash(p))
     taken = db_client.post(
         "/api/auth/register", json={"email": "Alice@example.org", "password": "another-one-1"}
     )
+    assert len(hashed) == 1  # the same work as for a free email: no faster "taken"
     free = db_client.post(
         "/api/auth/register", json={"email": "newbie@example.org", "password": "another-one-1"}
     )
+    assert len(hashed) == 2
     assert (taken.status_code, taken.json()) == (free.status_code, free.json())
     # The existing account keeps its password; the new one works.
     assert api_login(db_client, "alice@example.org", "another-one-1") == 401
