@@ -1,15 +1,15 @@
 """api tokens: long-lived, named, one challenge each
 
-Revision ID: 0002_api_tokens
-Revises: 0001
+Revision ID: 0003_api_tokens
+Revises: 0002_team_exclusion
 Create Date: 2026-12-04 15:10:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_api_tokens"
-down_revision = "0001"
+revision = "0003_api_tokens"
+down_revision = "0002_team_exclusion"
 branch_labels = None
 depends_on = None
 
