@@ -275,8 +275,8 @@ def test_submit_command_does_not_print_hidden_scores(tmp_path: Path) -> None:
     live = LiveServer(p)
     try:
         args = ["submit", str(zip_path), "-c", SLUG, "-p", "test", "--server", live.url]
-        login = ["--email", "alice@example.org", "--password", PASSWORD]
-        result = CliRunner().invoke(app, [*args, *login])
+        login = ["--email", "alice@example.org"]  # the password is asked for (no option)
+        result = CliRunner().invoke(app, [*args, *login], input=f"{PASSWORD}\n")
     finally:
         live.close()
     assert result.exit_code == 0, result.output
