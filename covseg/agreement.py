@@ -56,12 +56,12 @@ def compare_case(path_a: Path, path_b: Path, tolerance_mm: float = 1.0) -> dict[
     ValueError
         When a file cannot be read, is not a binary mask, or the two grids differ.
     """
-    from covseg.io import read_volume
+    from covseg.io import read_volume, to_reference_grid
     from covseg.metrics import dice, normalized_absolute_volume_error, normalized_surface_dice
-    from covseg.metrics.batch import binary_mask, check_geometry
+    from covseg.metrics.batch import binary_mask
 
-    vol_a, vol_b = read_volume(path_a), read_volume(path_b)
-    check_geometry(vol_b, vol_a, path_b)
+    vol_a = read_volume(path_a)
+    vol_b = to_reference_grid(read_volume(path_b), vol_a, path=path_b, reference_name="set A")
     a, b = binary_mask(vol_a.array, path_a), binary_mask(vol_b.array, path_b)
     spacing = vol_a.spacing
     volume_a = float(a.sum()) * vol_a.voxel_volume_ml

@@ -136,7 +136,7 @@ def case_row(case: Case, seen_sources: Iterable[str] = ("A",)) -> tuple[dict[str
         When the image or label cannot be read, or their geometries differ.
     """
     from covseg.datasets import subset_of
-    from covseg.io import read_volume
+    from covseg.io import read_volume, to_reference_grid
 
     assert case.image is not None
     image = read_volume(case.image)
@@ -145,12 +145,9 @@ def case_row(case: Case, seen_sources: Iterable[str] = ("A",)) -> tuple[dict[str
     lesion = None
     lesion_ml = float("nan")
     if case.label is not None:
-        label = read_volume(case.label)
-        if not label.same_geometry(image):
-            raise ValueError(
-                f"{case.label}: geometry differs from the image {case.image} "
-                f"(shape {label.shape} vs {image.shape}, or another affine)"
-            )
+        label = to_reference_grid(
+            read_volume(case.label), image, path=case.label, reference_name="its image"
+        )
         lesion = np.asarray(label.array) != 0
         lesion_ml = float(lesion.sum()) * image.voxel_volume_ml
     array = np.asarray(image.array)

@@ -31,10 +31,19 @@ SLICE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + SLICE_SUFFIXES
 #: RAS+ <-> LPS: flip the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+#: Two grids are the same when voxel positions and spacings agree to this many mm (NIfTI's
+#: float32 affine keeps about 1e-4 mm at 1 m from the origin)...
+GRID_ATOL_MM = 1e-3
+#: ... and their axis directions (unit vectors) to this, component by component.
+GRID_DIRECTION_ATOL = 1e-4
 
 
 class VolumeReadError(ValueError):
     """A file that is not a readable image volume (message names the file and the problem)."""
+
+
+class GridMismatchError(ValueError):
+    """Two images that do not cover the same voxels (message: what differs and by how much)."""
 
 
 @dataclass(eq=False)
@@ -118,6 +127,144 @@ class Volume:
         return self.shape == other.shape and bool(
             np.allclose(self.affine, other.affine, atol=atol_mm)
         )
+
+
+def axis_codes(affine: npt.ArrayLike, ndim: int = 3) -> str:
+    """The world direction each array axis grows towards, one letter an axis (``"LPS"``).
+
+    R/L, A/P, S/I as in RAS+ (the axis's largest world component decides; oblique axes get the
+    closest letter), as nibabel's ``aff2axcodes`` writes them.
+    """
+    columns = np.asarray(affine, dtype=np.float64)[:3, :ndim]
+    codes = ""
+    for column in columns.T:
+        world = int(np.argmax(np.abs(column)))
+        codes += ("RAS" if column[world] > 0 else "LPI")[world]
+    return codes
+
+
+def to_reference_grid(
+    volume: Volume,
+    reference: Volume,
+    *,
+    path: str | Path | None = None,
+    reference_name: str = "the reference",
+    atol_mm: float = GRID_ATOL_MM,
+    direction_atol: float = GRID_DIRECTION_ATOL,
+) -> Volume:
+    """``volume`` on ``reference``'s voxel grid, its axes swapped and flipped exactly as needed.
+
+    Two images of one scan often store the same voxels in another axis order or direction: a
+    DICOM series read as LPS and a TotalSegmentator mask of it written as LAS, a viewer that
+    saved RAS. When the two grids coincide up to such a reordering (each axis of ``volume``
+    parallel or anti-parallel to one of ``reference``'s, the same voxel count and spacing along
+    it, the same world position of every voxel centre; within ``atol_mm`` and
+    ``direction_atol``), the array is transposed and flipped (no interpolation, every value
+    kept) and given ``reference``'s affine. Anything else (another shape, spacing, origin or a
+    rotation) is refused, naming the axis and the difference.
+
+    Parameters
+    ----------
+    volume
+        The image to bring onto the grid (typically a mask from another tool).
+    reference
+        The image whose grid is kept (the CT, the truth).
+    path
+        ``volume``'s file, named first in an error message.
+    reference_name
+        How an error message names ``reference`` (``"the truth"``, ``"the CT"``).
+    atol_mm, direction_atol
+        Tolerances on positions and spacings (mm) and on direction cosines (unitless).
+
+    Returns
+    -------
+    Volume
+        ``volume`` itself when already on the grid, else a reoriented copy with
+        ``reference.affine``.
+
+    Raises
+    ------
+    GridMismatchError
+        When the grids differ by more than axis order and flips.
+
+    Examples
+    --------
+    >>> ct = Volume(np.zeros((4, 3, 2)), np.diag([-0.8, -0.8, 2.0, 1.0]))  # LPS
+    >>> mask = Volume(np.zeros((4, 3, 2)), ct.affine @ np.array(
+    ...     [[1, 0, 0, 0], [0, -1, 0, 2], [0, 0, 1, 0], [0, 0, 0, 1]]))  # the j axis flipped: LAS
+    >>> axis_codes(mask.affine)
+    'LAS'
+    >>> to_reference_grid(mask, ct).affine.tolist() == ct.affine.tolist()
+    True
+    """
+    prefix = f"{path}: " if path is not None else ""
+    ref = reference_name
+    n = volume.array.ndim
+    if reference.array.ndim != n:
+        raise GridMismatchError(
+            f"{prefix}{n}D image of shape {volume.shape}, {ref} is {reference.array.ndim}D "
+            f"of shape {reference.shape}"
+        )
+    columns = volume.affine[:3, :n]
+    ref_columns = reference.affine[:3, :n]
+    spacing = np.linalg.norm(columns, axis=0)
+    ref_spacing = np.linalg.norm(ref_columns, axis=0)
+    cosines = (ref_columns / ref_spacing).T @ (columns / spacing)  # [reference axis, our axis]
+    # order[b]: our axis lying along the reference's axis b; sign: same (+1) or opposite (-1).
+    order = np.argsort(np.argmax(np.abs(cosines), axis=0))
+    sign = np.sign(cosines[np.arange(n), order])
+    if sorted(np.argmax(np.abs(cosines), axis=0).tolist()) != list(range(n)):
+        order = np.arange(n)  # no one-to-one pairing: a rotation, reported below
+        sign = np.ones(n)
+    new_columns = columns[:, order] * sign
+    shape = tuple(volume.shape[a] for a in order)
+    flipped = [b for b in range(n) if sign[b] < 0]
+    origin = np.asarray(volume.origin) + sum(
+        (columns[:, order[b]] * (shape[b] - 1) for b in flipped), np.zeros(3)
+    )
+    codes, ref_codes = axis_codes(volume.affine, n), axis_codes(reference.affine, n)
+    reoriented = f" after reorienting {codes} to {ref_codes}" if codes != ref_codes else ""
+
+    directions = new_columns / spacing[order]
+    ref_directions = ref_columns / ref_spacing
+    if not np.allclose(directions, ref_directions, rtol=0, atol=direction_atol):
+        angle = np.degrees(np.arccos(np.clip(np.sum(directions * ref_directions, axis=0), -1, 1)))
+        raise GridMismatchError(
+            f"{prefix}axes rotated against {ref}'s by up to {angle.max():.3g} degrees (axis "
+            f"codes {codes} vs {ref_codes}); only swapped or flipped axes are undone exactly: "
+            f"resample onto {ref}'s grid"
+        )
+    for b in range(n):
+        if shape[b] != reference.shape[b]:
+            raise GridMismatchError(
+                f"{prefix}{shape[b]} voxels along axis {b} ({ref_codes[b]}), {ref} has "
+                f"{reference.shape[b]} (shape {shape}{reoriented} vs {reference.shape})"
+            )
+    for b in range(n):
+        ours, theirs = float(spacing[order[b]]), float(ref_spacing[b])
+        if abs(ours - theirs) > atol_mm:
+            raise GridMismatchError(
+                f"{prefix}spacing {ours:.6g} mm along axis {b} ({ref_codes[b]}), {ref} has "
+                f"{theirs:.6g} mm (differs by {abs(ours - theirs):.3g} mm{reoriented})"
+            )
+    offset = origin - np.asarray(reference.origin)
+    if float(np.max(np.abs(offset))) > atol_mm:
+        voxels = np.linalg.lstsq(ref_columns, offset, rcond=None)[0]
+        worst = int(np.argmax(np.abs(voxels)))
+        raise GridMismatchError(
+            f"{prefix}grid shifted by {np.linalg.norm(offset):.3g} mm from {ref}'s (origin "
+            f"{_fmt(origin)} vs {_fmt(reference.origin)} mm{reoriented}; "
+            f"{voxels[worst]:+.3g} voxels along axis {worst} ({ref_codes[worst]}))"
+        )
+    if not flipped and list(order) == list(range(n)):
+        return volume
+    array = np.transpose(volume.array, order)
+    array = np.ascontiguousarray(np.flip(array, axis=tuple(flipped)) if flipped else array)
+    return Volume(array, reference.affine.copy())
+
+
+def _fmt(values: npt.ArrayLike) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in np.asarray(values, dtype=float)) + ")"
 
 
 def image_suffix(path: str | Path) -> str:

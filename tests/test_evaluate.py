@@ -91,19 +91,67 @@ def _failure(tmp_path: Path, pred: Volume | bytes, label: int | None = None) -> 
 
 def test_prediction_on_another_grid_fails_saying_what_differs(tmp_path):
     mask = _truth_mask().astype(np.uint8)
-    direction = np.diag([-1.0, 1.0, 1.0])
+    mirrored = np.diag([-1.0, 1.0, 1.0])
+    turned = np.array([[np.cos(0.1), -np.sin(0.1), 0], [np.sin(0.1), np.cos(0.1), 0], [0, 0, 1]])
     cases = {
-        "shape (20, 18, 5) differs": Volume.from_geometry(mask[..., :5], SPACING, ORIGIN),
-        "spacing (0.8, 0.75, 5) mm differs from the truth's (0.75, 0.75, 5) mm (by up to 0.05": (
+        "5 voxels along axis 2 (S), the truth has 6 (shape (20, 18, 5) vs (20, 18, 6))": (
+            Volume.from_geometry(mask[..., :5], SPACING, ORIGIN)
+        ),
+        "spacing 0.8 mm along axis 0 (R), the truth has 0.75 mm (differs by 0.05 mm)": (
             Volume.from_geometry(mask, (0.8, 0.75, 5.0), ORIGIN)
         ),
-        "origin (-120.002, 80.5, -300) mm differs from the truth's (-120, 80.5, -300) mm": (
+        # 2 um off along x: 0.002 / 0.75 voxel.
+        "grid shifted by 0.002 mm from the truth's (origin (-120.002, 80.5, -300) vs "
+        "(-120, 80.5, -300) mm; -0.00267 voxels along axis 0 (R))": (
             Volume.from_geometry(mask, SPACING, (-120.002, 80.5, -300.0))
         ),
-        "orientation differs": Volume.from_geometry(mask, SPACING, ORIGIN, direction),
+        # The x axis mirrored about the same origin: 19 voxels * 0.75 mm = 14.25 mm away.
+        "grid shifted by 14.2 mm from the truth's (origin (-134.25, 80.5, -300) vs "
+        "(-120, 80.5, -300) mm after reorienting LAS to RAS; -19 voxels along axis 0 (R))": (
+            Volume.from_geometry(mask, SPACING, ORIGIN, mirrored)
+        ),
+        "axes rotated against the truth's by up to 5.73 degrees": (
+            Volume.from_geometry(mask, SPACING, ORIGIN, turned)
+        ),
     }
     for problem, pred in cases.items():
         assert problem in _failure(tmp_path, pred)
+
+
+def test_prediction_stored_in_another_axis_order_is_scored_exactly(tmp_path):
+    """The same voxels stored as LAS with swapped i/j: reoriented, no interpolation."""
+    ref = _reference()
+    moved = np.flip(np.transpose(_truth_mask(shift=2), (1, 0, 2)), axis=1).astype(np.uint8)
+    # New axis 0 is the old j (+A), new axis 1 the old i reversed (-R: L), starting at old i=19.
+    direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    origin = (ORIGIN[0] + 19 * SPACING[0], ORIGIN[1], ORIGIN[2])
+    write_volume(Volume.from_geometry(moved, SPACING, origin, direction), tmp_path / "p.nii.gz")
+    write_mask(_truth_mask(), ref, tmp_path / "t.nii.gz")
+    row = score_case_files("c", tmp_path / "p.nii.gz", tmp_path / "t.nii.gz", "A")
+    spacing = tuple(float(np.float32(s)) for s in SPACING)
+    expected = evaluate_case(_truth_mask(shift=2), _truth_mask(), spacing)
+    assert row["status"] == "ok", row["error"]
+    for name in METRICS:
+        assert row[name] == pytest.approx(expected[name], rel=1e-9), name
+
+
+def test_evaluate_a_totalsegmentator_mask_of_a_dicom_series(shared_data, tmp_path):
+    """TotalSegmentator's labels of the DICOM series are LAS, the series LPS: `covseg evaluate`
+    scores the file as it is against the labels on the CT's grid (liver, label 5): Dice 1."""
+    from covseg.io import read_volume, to_reference_grid
+
+    ct = read_volume(shared_data / "totalseg" / "example_ct_dicom")
+    seg_path = shared_data / "totalseg" / "example_seg_dicom.nii.gz"
+    on_ct = to_reference_grid(read_volume(seg_path), ct)
+    write_mask(on_ct.array, ct, tmp_path / "truth" / "example.nii.gz")
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "example.nii.gz").symlink_to(seg_path)
+    out = tmp_path / "metrics.csv"
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--label", "5", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "ok" and row["dice"] == 1.0 and row["nsd"] == 1.0
 
 
 def test_label_values_nan_and_broken_files_fail(tmp_path):
@@ -204,7 +252,7 @@ def test_folders_that_cannot_be_evaluated(tmp_path):
         evaluate_folder(pred, tmp_path / "empty", progress=False)
     for label in truth.glob("*_seg.nii.gz"):
         label.unlink()
-    with pytest.raises(DatasetError, match="3 case.s. found but no truth masks"):
+    with pytest.raises(DatasetError, match="3 case.s. found but no masks"):
         evaluate_folder(pred, truth, progress=False)
 
 

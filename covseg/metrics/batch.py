@@ -9,8 +9,9 @@ Conventions:
   the challenge scored a missing submission.
 - A case that cannot be scored is ``failed`` with a one-line ``error`` naming the file, and its
   metrics are empty (NaN); the other cases are still scored. Causes: an unreadable, corrupt or
-  non-image file; a prediction whose shape or geometry (spacing, origin, direction) differs from
-  the truth; NaN; label values other than 0/1 (2D PNG/JPG masks: 0/255) unless ``label`` picks one;
+  non-image file; a prediction on another voxel grid than the truth (shape, spacing, origin or a
+  rotation; a grid that differs only in axis order or direction, LAS against LPS say, is
+  reoriented exactly instead); NaN; label values other than 0/1 (2D PNG/JPG masks: 0/255) unless ``label`` picks one;
   several files for one case id.
 - Metrics use the truth's spacing in mm (2D slices: pixels).
 """
@@ -36,7 +37,15 @@ from covseg.datasets import (
     source_from_case_id,
     subset_of,
 )
-from covseg.io import SLICE_SUFFIXES, Volume, VolumeReadError, image_suffix, read_volume
+from covseg.io import (
+    SLICE_SUFFIXES,
+    GridMismatchError,
+    Volume,
+    VolumeReadError,
+    image_suffix,
+    read_volume,
+    to_reference_grid,
+)
 from covseg.metrics.case import METRIC_KEYS
 from covseg.parallel import map_unordered
 
@@ -44,9 +53,6 @@ from covseg.parallel import map_unordered
 METRICS = METRIC_KEYS
 #: Every column of metrics.csv, in order; other code (ranking, the platform) relies on it.
 COLUMNS = ("case", "source", "subset", *METRICS, "status", "error")
-#: Geometry tolerances: origin and spacing in mm, direction cosines (unitless).
-GEOMETRY_ATOL_MM = 1e-3
-DIRECTION_ATOL = 1e-4
 
 
 class CaseError(ValueError):
@@ -97,7 +103,7 @@ def score_case_files(
             row["status"], row["error"] = "missing", "no prediction; scored as an empty mask"
         else:
             pred = read_volume(pred_path)
-            check_geometry(pred, truth, Path(pred_path))
+            pred = on_truth_grid(pred, truth, Path(pred_path))
             pred_mask = binary_mask(pred.array, Path(pred_path), label)
             row["status"] = "ok"
         scores = evaluate_case(pred_mask, truth_mask, truth.spacing, tolerance_mm=tolerance_mm)
@@ -153,29 +159,19 @@ def binary_mask(
     return ~(array == 0) if foreground == 255 else array.astype(bool)
 
 
-def check_geometry(pred: Volume, truth: Volume, pred_path: Path) -> None:
-    """Raise :class:`CaseError` naming what differs when ``pred`` is not on ``truth``'s grid."""
-    if pred.shape != truth.shape:
-        raise CaseError(f"{pred_path}: shape {pred.shape} differs from the truth's {truth.shape}")
+def on_truth_grid(pred: Volume, truth: Volume, pred_path: Path) -> Volume:
+    """``pred`` on ``truth``'s voxel grid: reoriented exactly when only the axis order or
+    direction differs (:func:`covseg.io.to_reference_grid`).
 
-    def fmt(values: Sequence[float]) -> str:
-        return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-    for name, ours, theirs in (
-        ("spacing", pred.spacing, truth.spacing),
-        ("origin", pred.origin, truth.origin),
-    ):
-        gap = float(np.max(np.abs(np.subtract(ours, theirs))))
-        if gap > GEOMETRY_ATOL_MM:
-            raise CaseError(
-                f"{pred_path}: {name} {fmt(ours)} mm differs from the truth's {fmt(theirs)} mm "
-                f"(by up to {gap:.3g} mm)"
-            )
-    if not np.allclose(pred.direction, truth.direction, rtol=0, atol=DIRECTION_ATOL):
-        raise CaseError(
-            f"{pred_path}: orientation differs from the truth's (axes flipped, swapped or "
-            "rotated); resample the prediction onto the truth's grid"
-        )
+    Raises
+    ------
+    CaseError
+        Naming the axis, spacing or origin that differs, and by how much.
+    """
+    try:
+        return to_reference_grid(pred, truth, path=pred_path, reference_name="the truth")
+    except GridMismatchError as exc:
+        raise CaseError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -226,7 +222,7 @@ def truth_cases(truth_dir: str | Path) -> list[Case]:
         return [Case(i, None, path, source_from_case_id(i)) for i in ids for path in flat[i]]
     labelled = [case for case in cases if case.label is not None]
     if not labelled:
-        raise DatasetError(f"{truth_dir}: {len(cases)} case(s) found but no truth masks (labels)")
+        raise DatasetError(f"{truth_dir}: {len(cases)} case(s) found but no masks (labels)")
     return labelled
 
 
