@@ -17,6 +17,7 @@ import gzip
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -350,8 +351,18 @@ def _read_slice(path: Path) -> Volume:
     return Volume(np.ascontiguousarray(array), np.eye(4))
 
 
-def _itk_to_volume(image: object) -> Volume:
+def _sitk() -> Any:
+    """SimpleITK, with ITK's own warnings off: they are several lines of C++ source paths on
+    stderr ("No Series were found" for any folder without DICOM files), and every problem they
+    point at is reported by covseg itself in one line (no series, uneven slice gaps)."""
     import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
+def _itk_to_volume(image: object) -> Volume:
+    sitk = _sitk()
 
     assert isinstance(image, sitk.Image)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -372,13 +383,13 @@ def _itk_to_volume(image: object) -> Volume:
 
 
 def _read_itk(path: Path) -> Volume:
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     return _itk_to_volume(sitk.ReadImage(str(path)))
 
 
 def _read_dicom_series(folder: Path) -> Volume:
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
@@ -400,7 +411,7 @@ def _check_slice_gaps(reader: object, depth: int, folder: Path) -> None:
     ITK then reports one mean spacing (a warning only), which would silently stretch the volume
     and every measurement in mm. Positions are ImagePositionPatient projected on the slice normal.
     """
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     assert isinstance(reader, sitk.ImageSeriesReader)
     if depth < 3 or not reader.HasMetaDataKey(0, "0020|0037"):
@@ -480,7 +491,7 @@ def _write_png(array: npt.NDArray[np.generic], path: Path) -> None:
 
 
 def _write_itk(volume: Volume, path: Path) -> None:
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     array = volume.array
     if array.dtype == np.bool_:

@@ -372,3 +372,11 @@ def test_mask_of_the_lungmask_series_saved_in_ras_comes_back(shared_data, tmp_pa
     assert axis_codes(saved.affine) == "RAS"
     back = to_reference_grid(saved, ct, path=tmp_path / "air.nii.gz", reference_name="the CT")
     np.testing.assert_array_equal(back.array, mask)
+
+
+def test_a_folder_without_dicom_fails_in_one_line_without_itk_warnings(tmp_path, capfd):
+    """ITK prints a multi-line C++ warning ("No Series were found") straight to stderr."""
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(VolumeReadError, match=r"notes_dir: no DICOM series found$"):
+        read_volume(tmp_path.rename(tmp_path.with_name("notes_dir")))
+    assert capfd.readouterr().err == ""
