@@ -294,6 +294,11 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[:200]}"
 
 
+def has_spacing(path: str | Path) -> bool:
+    """False for PNG/JPG slices, whose "mm" are pixels; True for formats that store a spacing."""
+    return image_suffix(path) not in SLICE_SUFFIXES
+
+
 def read_volume(path: str | Path) -> Volume:
     """Read a NIfTI, NRRD/MHA, DICOM or PNG/JPG file, or a folder holding one DICOM series.
 

@@ -15,7 +15,14 @@ from covseg.cli import app
 from covseg.datasets import DatasetError
 from covseg.io import Volume, write_mask, write_volume
 from covseg.metrics import evaluate_case
-from covseg.metrics.batch import COLUMNS, METRICS, evaluate_folder, score_case_files, summarize
+from covseg.metrics.batch import (
+    AREA_COLUMNS,
+    COLUMNS,
+    METRICS,
+    evaluate_folder,
+    score_case_files,
+    summarize,
+)
 
 SHAPE = (20, 18, 6)
 SPACING = (0.75, 0.75, 5.0)
@@ -198,6 +205,56 @@ def test_2d_png_masks_0_255(tmp_path):
     expected = evaluate_case(pred > 0, truth > 0, (1.0, 1.0))
     assert row["case"] == "7" and row["status"] == "ok"
     assert row["dice"] == pytest.approx(expected["dice"]) == pytest.approx(2 * 48 / 120)
+    # A slice has no volume and a PNG no spacing: areas in pixels (10 x 6 each), no mL, no mm^2.
+    assert tuple(table.columns) == (*COLUMNS[:-2], *AREA_COLUMNS, "status", "error")
+    assert (row["truth_px"], row["pred_px"]) == (60.0, 60.0)
+    assert all(math.isnan(row[k]) for k in ("truth_ml", "pred_ml", "truth_mm2", "pred_mm2"))
+    # Its id has no source letter: neither seen nor unseen.
+    assert row["source"] == "" and row["subset"] == "unknown"
+    summary = summarize(table)
+    assert summary["unknown"]["n"] == 1 and summary["unseen"]["n"] == summary["seen"]["n"] == 0
+    assert summary["unknown"]["truth_px"]["mean"] == 60.0
+    assert summary["all"]["truth_ml"]["n"] == 0
+
+
+def test_2d_slice_with_a_spacing_reports_mm2(tmp_path):
+    """A 2D NRRD keeps its pixel spacing: 0.5 x 0.8 mm, so a pixel is 0.4 mm^2."""
+    truth = np.zeros((30, 20), np.uint8)
+    truth[5:15, 3:13] = 1  # 100 pixels
+    pred = truth.copy()
+    pred[5:7] = 0  # 80 pixels
+    for name, array in (("truth", truth), ("pred", pred)):
+        write_volume(Volume(array, np.diag([0.5, 0.8, 1.0, 1.0])), tmp_path / name / "c.nrrd")
+    (row,) = evaluate_folder(
+        tmp_path / "pred", tmp_path / "truth", workers=1, progress=False
+    ).to_dict("records")
+    assert row["status"] == "ok", row["error"]
+    assert (row["truth_px"], row["pred_px"]) == (100.0, 80.0)
+    assert row["truth_mm2"] == pytest.approx(40.0) and row["pred_mm2"] == pytest.approx(32.0)
+    assert math.isnan(row["truth_ml"])
+
+
+def test_cli_summary_shows_the_subsets_present(tmp_path):
+    """Two cases from source A, one without a source: columns all, seen and unknown."""
+    ref = _reference()
+    for case in ("volume-covid19-A-0001", "volume-covid19-A-0002", "patient7"):
+        write_mask(_truth_mask(), ref, tmp_path / "truth" / f"{case}.nii.gz")
+        write_mask(_truth_mask(shift=1), ref, tmp_path / "pred" / f"{case}.nii.gz")
+    out = tmp_path / "metrics.csv"
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    subsets = pd.read_csv(out).set_index("case")["subset"]
+    assert subsets.to_dict() == {
+        "volume-covid19-A-0001": "seen",
+        "volume-covid19-A-0002": "seen",
+        "patient7": "unknown",
+    }
+    header = next(line for line in result.stdout.splitlines() if "metric" in line)
+    assert "all (n=3)" in header and "seen (n=2)" in header and "unknown (n=1)" in header
+    assert "unseen" not in result.stdout
+    summary = json.loads((tmp_path / "metrics_summary.json").read_text())
+    assert [summary[s]["n"] for s in ("all", "seen", "unseen", "unknown")] == [3, 2, 0, 1]
 
 
 def test_folder_rows_columns_and_isolated_failures(tmp_path):

@@ -174,17 +174,13 @@ def algorithms(run: Run) -> dict[str, Path]:
 
 def evaluate(run: Run) -> None:
     """Score every algorithm on the test cases (metrics.csv and the Table-2 summary each)."""
-    from covseg.metrics.batch import evaluate_folder, summarize
+    from covseg.metrics.batch import evaluate_folder, write_evaluation
 
     folders = algorithms(run)
     with _bar(run, "evaluate", len(folders)) as advance:
         for name, predictions in folders.items():
             table = evaluate_folder(predictions, run.data / "Test", workers=1, progress=False)
-            out = run.folder / "evaluation" / name
-            out.mkdir(parents=True)
-            table.to_csv(out / "metrics.csv", index=False)
-            summary = json.dumps(summarize(table), indent=2)
-            (out / "metrics_summary.json").write_text(summary + "\n")
+            write_evaluation(table, run.folder / "evaluation" / name / "metrics.csv")
             advance()
 
 

@@ -18,6 +18,7 @@ Conventions:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from covseg.datasets import (
+    SUBSETS,
     Case,
     DatasetError,
     files_by_case,
@@ -42,6 +44,7 @@ from covseg.io import (
     GridMismatchError,
     Volume,
     VolumeReadError,
+    has_spacing,
     image_suffix,
     read_volume,
     to_reference_grid,
@@ -53,6 +56,10 @@ from covseg.parallel import map_unordered
 METRICS = METRIC_KEYS
 #: Every column of metrics.csv, in order; other code (ranking, the platform) relies on it.
 COLUMNS = ("case", "source", "subset", *METRICS, "status", "error")
+#: Lesion areas of 2D cases, which have no volume (their ``truth_ml``/``pred_ml`` stay empty):
+#: pixel counts, and mm^2 where the slice has a spacing (not PNG/JPG). metrics.csv holds these
+#: columns, after the metrics, only when it holds a 2D case.
+AREA_COLUMNS = ("truth_px", "pred_px", "truth_mm2", "pred_mm2")
 
 
 class CaseError(ValueError):
@@ -108,6 +115,8 @@ def score_case_files(
             row["status"] = "ok"
         scores = evaluate_case(pred_mask, truth_mask, truth.spacing, tolerance_mm=tolerance_mm)
         row.update({name: float(scores[name]) for name in METRICS})
+        if truth_mask.ndim == 2:
+            row.update(_areas(pred_mask, truth_mask, truth.spacing, Path(truth_path)))
     except (VolumeReadError, CaseError) as exc:
         row["status"], row["error"] = "failed", str(exc)
     except Exception as exc:  # a row per case, whatever happens: the batch must go on
@@ -115,6 +124,22 @@ def score_case_files(
         detail = str(exc).splitlines()[0] if str(exc) else ""
         row["status"], row["error"] = "failed", f"{where}: {exc.__class__.__name__}: {detail}"
     return row
+
+
+def _areas(
+    pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_], spacing: Sequence[float], path: Path
+) -> dict[str, float]:
+    """A 2D case's lesion areas in pixels and mm^2 (NaN without a spacing), and no volumes."""
+    pixel_mm2 = math.prod(spacing) if has_spacing(path) else math.nan
+    truth_px, pred_px = float(np.count_nonzero(truth)), float(np.count_nonzero(pred))
+    return {
+        "truth_ml": math.nan,
+        "pred_ml": math.nan,
+        "truth_px": truth_px,
+        "pred_px": pred_px,
+        "truth_mm2": truth_px * pixel_mm2,
+        "pred_mm2": pred_px * pixel_mm2,
+    }
 
 
 def _failed_row(
@@ -285,7 +310,7 @@ def evaluate_folder(
     )
     order = {job.case_id: n for n, job in enumerate(jobs)}
     rows.sort(key=lambda row: order[row["case"]])
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(table_columns(rows)))
     truth_ids = {case.case_id for case in cases}
     table.attrs["unmatched_predictions"] = [
         str(path)
@@ -294,6 +319,14 @@ def evaluate_folder(
         for path in paths
     ]
     return table
+
+
+def table_columns(rows: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """metrics.csv's columns for these rows: :data:`COLUMNS`, with :data:`AREA_COLUMNS` before
+    ``status`` when a row is a 2D case."""
+    if not any("truth_px" in row for row in rows):
+        return COLUMNS
+    return (*COLUMNS[:-2], *AREA_COLUMNS, *COLUMNS[-2:])
 
 
 def _jobs(
@@ -333,28 +366,31 @@ def _jobs(
 
 
 def summarize(table: pd.DataFrame) -> dict[str, Any]:
-    """Mean, std and median of each metric for all, seen and unseen cases (paper Table 2).
+    """Mean, std and median of each metric for all cases and each subset (paper Table 2).
 
     Failed cases are left out; missing ones count (scored as empty masks). A metric's statistics
     use its finite values only, ``n`` says how many and ``infinite`` how many were infinite (HD95,
     ASSD or NAVE against an empty mask, as for a missing prediction); ``std`` is the sample
-    standard deviation (ddof=1); ``None`` where undefined.
+    standard deviation (ddof=1); ``None`` where undefined. The area columns of 2D cases are
+    summarised too when the table has them.
 
     Returns
     -------
     dict
         ``{"cases": {"ok": n, "missing": n, "failed": n}, "all": {...}, "seen": {...},
-        "unseen": {...}}`` where each subset maps ``"n"`` to its number of scored cases and each
-        metric name to ``{"mean", "std", "median", "n", "infinite"}``.
+        "unseen": {...}, "unknown": {...}}``: every subset is there (``"n": 0`` when it has no
+        case); each maps ``"n"`` to its number of scored cases and each metric name to
+        ``{"mean", "std", "median", "n", "infinite"}``.
     """
     scored = table[table["status"] != "failed"]
+    metrics = [*METRICS, *(c for c in AREA_COLUMNS if c in table.columns)]
     summary: dict[str, Any] = {
         "cases": {status: int((table["status"] == status).sum()) for status in _STATUSES}
     }
-    for subset in ("all", "seen", "unseen"):
+    for subset in ("all", *SUBSETS):
         part = scored if subset == "all" else scored[scored["subset"] == subset]
         stats: dict[str, Any] = {"n": len(part)}
-        for metric in METRICS:
+        for metric in metrics:
             values = pd.to_numeric(part[metric], errors="coerce").to_numpy(dtype=float)
             finite = values[np.isfinite(values)]
             stats[metric] = {
@@ -365,6 +401,29 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
                 "infinite": int(np.isinf(values).sum()),
             }
         summary[subset] = stats
+    return summary
+
+
+def present_subsets(table: pd.DataFrame) -> list[str]:
+    """``"all"`` and the subsets that cases of ``table`` belong to, in report order."""
+    return ["all", *(s for s in SUBSETS if (table["subset"] == s).any())]
+
+
+def summary_path(output: str | Path) -> Path:
+    """Where :func:`write_evaluation` puts the summary of ``output``: ``<stem>_summary.json``."""
+    output = Path(output)
+    return output.with_name(f"{output.name.removesuffix('.csv')}_summary.json")
+
+
+def write_evaluation(table: pd.DataFrame, output: str | Path) -> dict[str, Any]:
+    """Write a :func:`evaluate_folder` table to ``output`` (metrics.csv) and its
+    :func:`summarize` to :func:`summary_path`; the one writer of evaluation outputs (the CLI,
+    the demo). Returns the summary."""
+    output = Path(output)
+    summary = summarize(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output, index=False)
+    summary_path(output).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
