@@ -11,9 +11,11 @@ Conventions:
   metrics are empty (NaN); the other cases are still scored. Causes: an unreadable, corrupt or
   non-image file; a prediction on another voxel grid than the truth (shape, spacing, origin or a
   rotation; a grid that differs only in axis order or direction, LAS against LPS say, is
-  reoriented exactly instead); NaN; label values other than 0/1 (2D PNG/JPG masks: 0/255) unless ``label`` picks one;
-  several files for one case id.
-- Metrics use the truth's spacing in mm (2D slices: pixels).
+  reoriented exactly instead); NaN; label values other than 0/1 (2D PNG/JPG masks: 0/255)
+  unless ``label`` picks one; several files for one case id.
+- Metrics use the truth's spacing in mm (PNG/JPG slices: pixels). 2D cases have lesion areas
+  (:data:`AREA_COLUMNS`) instead of volumes.
+- A case's subset is seen, unseen or unknown (no source), see :func:`covseg.datasets.subset_of`.
 """
 
 from __future__ import annotations
