@@ -44,20 +44,15 @@ def phantoms(run: Run) -> None:
 
 def fingerprint(run: Run) -> None:
     """Dataset statistics per source (the paper's Figure 3) as a table, CSV, JSON and plot."""
-    from covseg.cli.fingerprint import _table
     from covseg.datasets import find_cases
     from covseg.fingerprint import fingerprint as compute
-    from covseg.fingerprint import plot
+    from covseg.fingerprint import summary_table, write_outputs
 
     cases = [c for split in ("Train", "Validation", "Test") for c in find_cases(run.data / split)]
-    out = run.folder / "fingerprint"
     with _bar(run, "fingerprint", len(cases)) as advance:
         table, summary = compute(cases, ("A",), on_case=lambda *_: advance())
-    out.mkdir(parents=True)
-    table.to_csv(out / "fingerprint.csv", index=False)
-    (out / "fingerprint.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(table, summary, out / "fingerprint.png")
-    run.console.print(_table(summary))
+    write_outputs(table, summary, run.folder / "fingerprint")
+    run.console.print(summary_table(summary))
 
 
 def train(run: Run) -> None:
