@@ -11,7 +11,9 @@ from covseg.cli._app import app, fail
 
 @app.command()
 def fingerprint(
-    data_dir: Path = typer.Argument(..., help="Dataset folder (COVID-19-20, nnU-Net, manifest, 2D slices)."),
+    data_dir: Path = typer.Argument(
+        ..., help="Dataset folder (COVID-19-20, nnU-Net, manifest, 2D slices)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     seen_sources: str = typer.Option(
         "A", "--seen-sources", help="Comma-separated sources of the training data ('seen')."
