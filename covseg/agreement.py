@@ -34,15 +34,26 @@ def pair_cases(labels_a: str | Path, labels_b: str | Path) -> tuple[list[tuple[C
     Either folder may be any dataset layout :func:`covseg.datasets.find_cases` knows, or a flat
     folder of masks named by case id.
 
+    Raises
+    ------
+    DatasetError
+        A folder that is absent, empty or holds no masks (the message names set A or set B).
+
     Returns
     -------
     tuple
         ``(pairs, {"only_a": [...], "only_b": [...]})``.
     """
+    from covseg.datasets import DatasetError
     from covseg.metrics.batch import truth_cases
 
-    a = {c.case_id: c for c in truth_cases(labels_a)}
-    b = {c.case_id: c for c in truth_cases(labels_b)}
+    found = []
+    for name, folder in (("set A", labels_a), ("set B", labels_b)):
+        try:
+            found.append({c.case_id: c for c in truth_cases(folder)})
+        except DatasetError as exc:
+            raise DatasetError(f"{name}: {exc}") from None
+    a, b = found
     pairs = [(a[k], b[k]) for k in a if k in b]
     unmatched = {"only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a))}
     return pairs, unmatched
@@ -183,7 +194,8 @@ def plot_bland_altman(table: pd.DataFrame, stats: dict[str, Any], path: str | Pa
     ax.set_xlabel("mean lesion volume (A + B) / 2 [mL]")
     ax.set_ylabel("difference B - A [mL]")
     ax.set_title(f"Bland-Altman, {len(ok)} cases")
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no bias line for a single case
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
