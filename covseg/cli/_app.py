@@ -6,7 +6,8 @@ Each sub-command lives in its own module of :mod:`covseg.cli` and imports heavy 
 Help texts are written as docstrings, wrapped at 100 columns in the source. Rich would keep
 every one of those line breaks, so :class:`_Group` joins the lines of each paragraph before the
 help is shown, and the terminal wraps them at its own width. It also drops the value type Typer
-shows for flags (``--help <bool>``): a flag takes no value.
+shows for flags (``--help <bool>``: a flag takes no value) and names arguments in capitals
+(``PRED_DIR``), as the docs write them.
 """
 
 import inspect
@@ -53,6 +54,8 @@ def _tidy(command: Any) -> None:
         param.help = unwrap(getattr(param, "help", None))
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""  # Typer shows the metavar as the type: nothing for a flag
+        elif param.param_type_name == "argument" and param.metavar is None and param.name:
+            param.metavar = param.name.upper()  # PRED_DIR, as the docs and examples write it
     for sub in getattr(command, "commands", {}).values():
         _tidy(sub)
 

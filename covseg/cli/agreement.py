@@ -13,7 +13,7 @@ from covseg.cli._app import app, fail
 @app.command()
 def agreement(
     labels_a: Path = typer.Argument(
-        ..., help="Set A, the reference (of NAVE): masks in any dataset layout, or flat."
+        ..., help="Set A, NAVE's reference: masks in any dataset layout, or flat."
     ),
     labels_b: Path = typer.Argument(..., help="Set B: masks named by the same case ids."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
