@@ -417,3 +417,25 @@ def test_prediction_written_by_simpleitk_matches_a_nibabel_truth(tmp_path):
     sitk.WriteImage(image, str(tmp_path / "pred.nii.gz"))
     row = score_case_files("c", tmp_path / "pred.nii.gz", truth, "A")
     assert row["status"] == "ok" and row["dice"] == 1.0, row["error"]
+
+
+def test_cli_and_demo_share_the_evaluation_writer():
+    """metrics.csv and its summary have one writer, so the demo's cannot drift from the CLI's."""
+    import ast
+    import inspect
+
+    from covseg.cli import evaluate as cli_evaluate
+    from covseg.demo import stages
+
+    for module in (cli_evaluate, stages):
+        imported = {
+            (node.module, alias.name)
+            for node in ast.walk(ast.parse(inspect.getsource(module)))
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert ("covseg.metrics.batch", "write_evaluation") in imported, module.__name__
+        assert not any(
+            isinstance(n, ast.Attribute) and n.attr == "to_csv"
+            for n in ast.walk(ast.parse(inspect.getsource(module.evaluate)))
+        ), module.__name__
