@@ -206,6 +206,12 @@ def to_reference_grid(
             f"{prefix}{n}D image of shape {volume.shape}, {ref} is {reference.array.ndim}D "
             f"of shape {reference.shape}"
         )
+    if n > 3:  # 4D (time series): no reorientation, the same grid or nothing
+        if volume.same_geometry(reference, atol_mm):
+            return volume
+        raise GridMismatchError(
+            f"{prefix}{n}D grid (shape {volume.shape}) differs from {ref}'s ({reference.shape})"
+        )
     columns = volume.affine[:3, :n]
     ref_columns = reference.affine[:3, :n]
     spacing = np.linalg.norm(columns, axis=0)
@@ -226,6 +232,9 @@ def to_reference_grid(
     codes, ref_codes = axis_codes(volume.affine, n), axis_codes(reference.affine, n)
     reoriented = f" after reorienting {codes} to {ref_codes}" if codes != ref_codes else ""
 
+    def axis(b: int) -> str:  # 2D slices' identity affines make world letters meaningless
+        return f"axis {b} ({ref_codes[b]})" if n == 3 else f"axis {b}"
+
     directions = new_columns / spacing[order]
     ref_directions = ref_columns / ref_spacing
     if not np.allclose(directions, ref_directions, rtol=0, atol=direction_atol):
@@ -238,14 +247,14 @@ def to_reference_grid(
     for b in range(n):
         if shape[b] != reference.shape[b]:
             raise GridMismatchError(
-                f"{prefix}{shape[b]} voxels along axis {b} ({ref_codes[b]}), {ref} has "
+                f"{prefix}{shape[b]} voxels along {axis(b)}, {ref} has "
                 f"{reference.shape[b]} (shape {shape}{reoriented} vs {reference.shape})"
             )
     for b in range(n):
         ours, theirs = float(spacing[order[b]]), float(ref_spacing[b])
         if abs(ours - theirs) > atol_mm:
             raise GridMismatchError(
-                f"{prefix}spacing {ours:.6g} mm along axis {b} ({ref_codes[b]}), {ref} has "
+                f"{prefix}spacing {ours:.6g} mm along {axis(b)}, {ref} has "
                 f"{theirs:.6g} mm (differs by {abs(ours - theirs):.3g} mm{reoriented})"
             )
     offset = origin - np.asarray(reference.origin)
@@ -255,7 +264,7 @@ def to_reference_grid(
         raise GridMismatchError(
             f"{prefix}grid shifted by {np.linalg.norm(offset):.3g} mm from {ref}'s (origin "
             f"{_fmt(origin)} vs {_fmt(reference.origin)} mm{reoriented}; "
-            f"{voxels[worst]:+.3g} voxels along axis {worst} ({ref_codes[worst]}))"
+            f"{voxels[worst]:+.3g} voxels along {axis(worst)})"
         )
     if not flipped and list(order) == list(range(n)):
         return volume

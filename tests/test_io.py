@@ -283,6 +283,20 @@ def test_to_reference_grid_2d_transposed_slice():
     np.testing.assert_array_equal(to_reference_grid(swapped, slice_).array, slice_.array)
 
 
+def test_to_reference_grid_2d_and_4d_mismatches():
+    png = Volume(np.zeros((30, 20), np.uint8))
+    with pytest.raises(
+        GridMismatchError, match=r"^p\.png: 20 voxels along axis 0, the truth has 30"
+    ):
+        to_reference_grid(
+            Volume(np.zeros((20, 30), np.uint8)), png, path="p.png", reference_name="the truth"
+        )
+    series = Volume(np.zeros((4, 3, 2, 5)), np.diag([0.8, 0.8, 2.0, 1.0]))
+    assert to_reference_grid(series, series) is series
+    with pytest.raises(GridMismatchError, match=r"4D grid \(shape \(4, 3, 2, 4\)\) differs"):
+        to_reference_grid(Volume(np.zeros((4, 3, 2, 4)), series.affine), series)
+
+
 def test_axis_codes_name_the_direction_each_axis_grows_to():
     assert axis_codes(np.diag([-0.7, -0.7, 2.0, 1.0])) == "LPS"
     assert axis_codes(np.diag([1.0, 1.0, 1.0, 1.0])) == "RAS"
