@@ -59,8 +59,13 @@ def pair_cases(labels_a: str | Path, labels_b: str | Path) -> tuple[list[tuple[C
     return pairs, unmatched
 
 
-def compare_case(path_a: Path, path_b: Path, tolerance_mm: float = 1.0) -> dict[str, float]:
+def compare_case(
+    path_a: Path, path_b: Path, tolerance_mm: float = 1.0, label: int | None = None
+) -> dict[str, float]:
     """Dice, NSD at ``tolerance_mm``, NAVE (A as reference) and both lesion volumes (mL).
+
+    ``label`` picks one value of multi-label masks (``None``: masks must be 0/1). Set B's mask
+    is brought onto set A's grid by :func:`covseg.io.to_reference_grid`.
 
     Raises
     ------
@@ -73,7 +78,7 @@ def compare_case(path_a: Path, path_b: Path, tolerance_mm: float = 1.0) -> dict[
 
     vol_a = read_volume(path_a)
     vol_b = to_reference_grid(read_volume(path_b), vol_a, path=path_b, reference_name="set A")
-    a, b = binary_mask(vol_a.array, path_a), binary_mask(vol_b.array, path_b)
+    a, b = binary_mask(vol_a.array, path_a, label), binary_mask(vol_b.array, path_b, label)
     spacing = vol_a.spacing
     volume_a = float(a.sum()) * vol_a.voxel_volume_ml
     volume_b = float(b.sum()) * vol_a.voxel_volume_ml

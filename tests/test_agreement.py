@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -157,3 +158,34 @@ def test_command_on_one_case_draws_without_warnings(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output
     assert (out / "bland_altman.png").is_file()
+
+
+def test_command_on_a_totalsegmentator_mask_and_its_copy_on_the_dicom_grid(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Set A: TotalSegmentator's labels of the DICOM series as written (LAS); set B: the same
+    labels stored on the series' own LPS grid. The liver (label 5, 366,708 voxels of
+    0.9765625 x 0.9765625 x 2 mm = 699.44 mL) agrees perfectly."""
+    from covseg.io import read_volume, to_reference_grid
+
+    ct = read_volume(shared_data / "totalseg" / "example_ct_dicom")
+    seg_path = shared_data / "totalseg" / "example_seg_dicom.nii.gz"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "example.nii.gz").symlink_to(seg_path)
+    write_mask(
+        to_reference_grid(read_volume(seg_path), ct).array, ct, tmp_path / "b" / "example.nii.gz"
+    )
+    out = tmp_path / "out"
+    args = ["agreement", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--label", "5"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(out / "agreement.csv").iloc[0]
+    assert (row["dice"], row["nsd"], row["nave"]) == (1.0, 1.0, 0.0)
+    assert (
+        row["volume_a_ml"] == row["volume_b_ml"] == pytest.approx(366708 * 0.9765625**2 * 2 / 1000)
+    )
+    # Without --label the 32 labels are refused, and nothing is left to compare.
+    shutil.rmtree(out)
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "pick one with --label N" in refused.output
+    assert not out.exists()

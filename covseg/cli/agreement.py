@@ -20,6 +20,9 @@ def agreement(
     tolerance_mm: float = typer.Option(
         1.0, "--tolerance-mm", min=0.0, help="Normalized Surface Dice tolerance in mm."
     ),
+    label: int | None = typer.Option(
+        None, "--label", help="Compare this label value of multi-label masks."
+    ),
 ) -> None:
     """Agreement of two annotation sets: Dice, NSD, NAVE per case, and Bland-Altman of volumes.
 
@@ -69,7 +72,7 @@ def agreement(
         row: dict[str, Any] = {"case": case_a.case_id, "source": case_a.source}
         try:
             assert case_a.label is not None and case_b.label is not None
-            row |= compare_case(case_a.label, case_b.label, tolerance_mm) | {"error": ""}
+            row |= compare_case(case_a.label, case_b.label, tolerance_mm, label) | {"error": ""}
         except ValueError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             row["error"] = str(exc)
