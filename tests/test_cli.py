@@ -52,6 +52,13 @@ def test_flags_show_no_value_type() -> None:
     assert "<bool>" not in quantify and "<path>" in quantify
 
 
+def test_arguments_are_named_in_capitals_as_the_docs_write_them() -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "120"})
+    assert "covseg evaluate [OPTIONS] {PRED_DIR} {TRUTH_DIR}" in result.output
+    missing = CliRunner().invoke(app, ["evaluate"])
+    assert missing.exit_code == 2 and "Missing argument 'PRED_DIR'" in missing.output
+
+
 def test_unwrap_keeps_paragraphs_and_list_items() -> None:
     text = "Writes a\n    table.\n\n    - first\n    - second\n    goes on\n\n    Example: x"
     assert unwrap(text) == "Writes a table.\n\n- first\n- second goes on\n\nExample: x"
