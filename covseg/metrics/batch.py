@@ -44,7 +44,6 @@ from covseg.datasets import (
 from covseg.io import (
     SLICE_SUFFIXES,
     GridMismatchError,
-    Volume,
     VolumeReadError,
     has_spacing,
     image_suffix,
@@ -111,15 +110,17 @@ def score_case_files(
             pred_mask = np.zeros_like(truth_mask)
             row["status"], row["error"] = "missing", "no prediction; scored as an empty mask"
         else:
-            pred = read_volume(pred_path)
-            pred = on_truth_grid(pred, truth, Path(pred_path))
+            # Another tool's mask of the same voxels in another axis order: reoriented exactly.
+            pred = to_reference_grid(
+                read_volume(pred_path), truth, path=pred_path, reference_name="the truth"
+            )
             pred_mask = binary_mask(pred.array, Path(pred_path), label)
             row["status"] = "ok"
         scores = evaluate_case(pred_mask, truth_mask, truth.spacing, tolerance_mm=tolerance_mm)
         row.update({name: float(scores[name]) for name in METRICS})
         if truth_mask.ndim == 2:
             row.update(_areas(pred_mask, truth_mask, truth.spacing, Path(truth_path)))
-    except (VolumeReadError, CaseError) as exc:
+    except (VolumeReadError, GridMismatchError, CaseError) as exc:
         row["status"], row["error"] = "failed", str(exc)
     except Exception as exc:  # a row per case, whatever happens: the batch must go on
         where = pred_path if pred_path is not None else truth_path
@@ -184,21 +185,6 @@ def binary_mask(
             f"{path}: label values other than 0/{foreground} ({shown}); pick one with --label N"
         )
     return ~(array == 0) if foreground == 255 else array.astype(bool)
-
-
-def on_truth_grid(pred: Volume, truth: Volume, pred_path: Path) -> Volume:
-    """``pred`` on ``truth``'s voxel grid: reoriented exactly when only the axis order or
-    direction differs (:func:`covseg.io.to_reference_grid`).
-
-    Raises
-    ------
-    CaseError
-        Naming the axis, spacing or origin that differs, and by how much.
-    """
-    try:
-        return to_reference_grid(pred, truth, path=pred_path, reference_name="the truth")
-    except GridMismatchError as exc:
-        raise CaseError(str(exc)) from None
 
 
 @dataclass(frozen=True)
