@@ -34,35 +34,51 @@ def pair_cases(labels_a: str | Path, labels_b: str | Path) -> tuple[list[tuple[C
     Either folder may be any dataset layout :func:`covseg.datasets.find_cases` knows, or a flat
     folder of masks named by case id.
 
+    Raises
+    ------
+    DatasetError
+        A folder that is absent, empty or holds no masks (the message names set A or set B).
+
     Returns
     -------
     tuple
         ``(pairs, {"only_a": [...], "only_b": [...]})``.
     """
+    from covseg.datasets import DatasetError
     from covseg.metrics.batch import truth_cases
 
-    a = {c.case_id: c for c in truth_cases(labels_a)}
-    b = {c.case_id: c for c in truth_cases(labels_b)}
+    found = []
+    for name, folder in (("set A", labels_a), ("set B", labels_b)):
+        try:
+            found.append({c.case_id: c for c in truth_cases(folder)})
+        except DatasetError as exc:
+            raise DatasetError(f"{name}: {exc}") from None
+    a, b = found
     pairs = [(a[k], b[k]) for k in a if k in b]
     unmatched = {"only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a))}
     return pairs, unmatched
 
 
-def compare_case(path_a: Path, path_b: Path, tolerance_mm: float = 1.0) -> dict[str, float]:
+def compare_case(
+    path_a: Path, path_b: Path, tolerance_mm: float = 1.0, label: int | None = None
+) -> dict[str, float]:
     """Dice, NSD at ``tolerance_mm``, NAVE (A as reference) and both lesion volumes (mL).
+
+    ``label`` picks one value of multi-label masks (``None``: masks must be 0/1). Set B's mask
+    is brought onto set A's grid by :func:`covseg.io.to_reference_grid`.
 
     Raises
     ------
     ValueError
         When a file cannot be read, is not a binary mask, or the two grids differ.
     """
-    from covseg.io import read_volume
+    from covseg.io import read_volume, to_reference_grid
     from covseg.metrics import dice, normalized_absolute_volume_error, normalized_surface_dice
-    from covseg.metrics.batch import binary_mask, check_geometry
+    from covseg.metrics.batch import binary_mask
 
-    vol_a, vol_b = read_volume(path_a), read_volume(path_b)
-    check_geometry(vol_b, vol_a, path_b)
-    a, b = binary_mask(vol_a.array, path_a), binary_mask(vol_b.array, path_b)
+    vol_a = read_volume(path_a)
+    vol_b = to_reference_grid(read_volume(path_b), vol_a, path=path_b, reference_name="set A")
+    a, b = binary_mask(vol_a.array, path_a, label), binary_mask(vol_b.array, path_b, label)
     spacing = vol_a.spacing
     volume_a = float(a.sum()) * vol_a.voxel_volume_ml
     volume_b = float(b.sum()) * vol_a.voxel_volume_ml
@@ -183,7 +199,8 @@ def plot_bland_altman(table: pd.DataFrame, stats: dict[str, Any], path: str | Pa
     ax.set_xlabel("mean lesion volume (A + B) / 2 [mL]")
     ax.set_ylabel("difference B - A [mL]")
     ax.set_title(f"Bland-Altman, {len(ok)} cases")
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no bias line for a single case
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ Layouts recognised by :func:`find_cases`, tried in this order:
   anywhere below the folder; the letter after ``covid19-`` is the source.
 
 A case's source is the manifest's ``source`` column, else the COVID-19-20 letter in its id, else
-``""`` (unknown).
+``""`` (unknown). Its subset is "seen" (a source of the training data), "unseen" (another
+source) or "unknown" (no source).
 """
 
 from __future__ import annotations
@@ -88,11 +89,22 @@ def source_from_case_id(case_id: str) -> str:
     return match.group(1).upper() if match else ""
 
 
-def subset_of(source: str, seen_sources: Iterable[str] = ("A",)) -> Literal["seen", "unseen"]:
-    """``"seen"`` when ``source`` provided training data, else ``"unseen"`` (unknown included).
+#: The subsets a case can belong to, in report order.
+SUBSETS = ("seen", "unseen", "unknown")
+
+
+def subset_of(
+    source: str, seen_sources: Iterable[str] = ("A",)
+) -> Literal["seen", "unseen", "unknown"]:
+    """``"seen"`` when ``source`` provided training data, ``"unseen"`` for another known source,
+    ``"unknown"`` when the source is unknown (``""``: no manifest column, no letter in the id).
 
     In COVID-19-20 the training data came from source A only; test cases from B were "unseen".
+    A case of unknown source is neither: counting it as unseen would credit an algorithm with
+    generalising to a scanner it may well have been trained on.
     """
+    if not source:
+        return "unknown"
     return "seen" if source in set(seen_sources) else "unseen"
 
 

@@ -17,6 +17,7 @@ import gzip
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,10 +32,19 @@ SLICE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + SLICE_SUFFIXES
 #: RAS+ <-> LPS: flip the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+#: Two grids are the same when voxel positions and spacings agree to this many mm (NIfTI's
+#: float32 affine keeps about 1e-4 mm at 1 m from the origin)...
+GRID_ATOL_MM = 1e-3
+#: ... and their axis directions (unit vectors) to this, component by component.
+GRID_DIRECTION_ATOL = 1e-4
 
 
 class VolumeReadError(ValueError):
     """A file that is not a readable image volume (message names the file and the problem)."""
+
+
+class GridMismatchError(ValueError):
+    """Two images that do not cover the same voxels (message: what differs and by how much)."""
 
 
 @dataclass(eq=False)
@@ -120,6 +130,153 @@ class Volume:
         )
 
 
+def axis_codes(affine: npt.ArrayLike, ndim: int = 3) -> str:
+    """The world direction each array axis grows towards, one letter an axis (``"LPS"``).
+
+    R/L, A/P, S/I as in RAS+ (the axis's largest world component decides; oblique axes get the
+    closest letter), as nibabel's ``aff2axcodes`` writes them.
+    """
+    columns = np.asarray(affine, dtype=np.float64)[:3, :ndim]
+    codes = ""
+    for column in columns.T:
+        world = int(np.argmax(np.abs(column)))
+        codes += ("RAS" if column[world] > 0 else "LPI")[world]
+    return codes
+
+
+def to_reference_grid(
+    volume: Volume,
+    reference: Volume,
+    *,
+    path: str | Path | None = None,
+    reference_name: str = "the reference",
+    atol_mm: float = GRID_ATOL_MM,
+    direction_atol: float = GRID_DIRECTION_ATOL,
+) -> Volume:
+    """``volume`` on ``reference``'s voxel grid, its axes swapped and flipped exactly as needed.
+
+    Two images of one scan often store the same voxels in another axis order or direction: a
+    DICOM series read as LPS and a TotalSegmentator mask of it written as LAS, a viewer that
+    saved RAS. When the two grids coincide up to such a reordering (each axis of ``volume``
+    parallel or anti-parallel to one of ``reference``'s, the same voxel count and spacing along
+    it, the same world position of every voxel centre; within ``atol_mm`` and
+    ``direction_atol``), the array is transposed and flipped (no interpolation, every value
+    kept) and given ``reference``'s affine. Anything else (another shape, spacing, origin or a
+    rotation) is refused, naming the axis and the difference.
+
+    Parameters
+    ----------
+    volume
+        The image to bring onto the grid (typically a mask from another tool).
+    reference
+        The image whose grid is kept (the CT, the truth).
+    path
+        ``volume``'s file, named first in an error message.
+    reference_name
+        How an error message names ``reference`` (``"the truth"``, ``"the CT"``).
+    atol_mm, direction_atol
+        Tolerances on positions and spacings (mm) and on direction cosines (unitless).
+
+    Returns
+    -------
+    Volume
+        ``volume`` itself when already on the grid, else a reoriented copy with
+        ``reference.affine``.
+
+    Raises
+    ------
+    GridMismatchError
+        When the grids differ by more than axis order and flips.
+
+    Examples
+    --------
+    >>> ct = Volume(np.zeros((4, 3, 2)), np.diag([-0.8, -0.8, 2.0, 1.0]))  # LPS
+    >>> mask = Volume(np.zeros((4, 3, 2)), ct.affine @ np.array(
+    ...     [[1, 0, 0, 0], [0, -1, 0, 2], [0, 0, 1, 0], [0, 0, 0, 1]]))  # the j axis flipped: LAS
+    >>> axis_codes(mask.affine)
+    'LAS'
+    >>> to_reference_grid(mask, ct).affine.tolist() == ct.affine.tolist()
+    True
+    """
+    prefix = f"{path}: " if path is not None else ""
+    ref = reference_name
+    n = volume.array.ndim
+    if reference.array.ndim != n:
+        raise GridMismatchError(
+            f"{prefix}{n}D image of shape {volume.shape}, {ref} is {reference.array.ndim}D "
+            f"of shape {reference.shape}"
+        )
+    if n > 3:  # 4D (time series): no reorientation, the same grid or nothing
+        if volume.same_geometry(reference, atol_mm):
+            return volume
+        raise GridMismatchError(
+            f"{prefix}{n}D grid (shape {volume.shape}) differs from {ref}'s ({reference.shape})"
+        )
+    columns = volume.affine[:3, :n]
+    ref_columns = reference.affine[:3, :n]
+    spacing = np.linalg.norm(columns, axis=0)
+    ref_spacing = np.linalg.norm(ref_columns, axis=0)
+    cosines = (ref_columns / ref_spacing).T @ (columns / spacing)  # [reference axis, our axis]
+    # order[b]: our axis lying along the reference's axis b; sign: same (+1) or opposite (-1).
+    order = np.argsort(np.argmax(np.abs(cosines), axis=0))
+    sign = np.sign(cosines[np.arange(n), order])
+    if sorted(np.argmax(np.abs(cosines), axis=0).tolist()) != list(range(n)):
+        order = np.arange(n)  # no one-to-one pairing: a rotation, reported below
+        sign = np.ones(n)
+    new_columns = columns[:, order] * sign
+    shape = tuple(volume.shape[a] for a in order)
+    flipped = [b for b in range(n) if sign[b] < 0]
+    origin = np.asarray(volume.origin) + sum(
+        (columns[:, order[b]] * (shape[b] - 1) for b in flipped), np.zeros(3)
+    )
+    codes, ref_codes = axis_codes(volume.affine, n), axis_codes(reference.affine, n)
+    reoriented = f" after reorienting {codes} to {ref_codes}" if codes != ref_codes else ""
+
+    def axis(b: int) -> str:  # 2D slices' identity affines make world letters meaningless
+        return f"axis {b} ({ref_codes[b]})" if n == 3 else f"axis {b}"
+
+    directions = new_columns / spacing[order]
+    ref_directions = ref_columns / ref_spacing
+    if not np.allclose(directions, ref_directions, rtol=0, atol=direction_atol):
+        angle = np.degrees(np.arccos(np.clip(np.sum(directions * ref_directions, axis=0), -1, 1)))
+        raise GridMismatchError(
+            f"{prefix}axes rotated against {ref}'s by up to {angle.max():.3g} degrees (axis "
+            f"codes {codes} vs {ref_codes}); only swapped or flipped axes are undone exactly: "
+            f"resample onto {ref}'s grid"
+        )
+    for b in range(n):
+        if shape[b] != reference.shape[b]:
+            raise GridMismatchError(
+                f"{prefix}{shape[b]} voxels along {axis(b)}, {ref} has "
+                f"{reference.shape[b]} (shape {shape}{reoriented} vs {reference.shape})"
+            )
+    for b in range(n):
+        ours, theirs = float(spacing[order[b]]), float(ref_spacing[b])
+        if abs(ours - theirs) > atol_mm:
+            raise GridMismatchError(
+                f"{prefix}spacing {ours:.6g} mm along {axis(b)}, {ref} has "
+                f"{theirs:.6g} mm (differs by {abs(ours - theirs):.3g} mm{reoriented})"
+            )
+    offset = origin - np.asarray(reference.origin)
+    if float(np.max(np.abs(offset))) > atol_mm:
+        voxels = np.linalg.lstsq(ref_columns, offset, rcond=None)[0]
+        worst = int(np.argmax(np.abs(voxels)))
+        raise GridMismatchError(
+            f"{prefix}grid shifted by {np.linalg.norm(offset):.3g} mm from {ref}'s (origin "
+            f"{_fmt(origin)} vs {_fmt(reference.origin)} mm{reoriented}; "
+            f"{voxels[worst]:+.3g} voxels along {axis(worst)})"
+        )
+    if not flipped and list(order) == list(range(n)):
+        return volume
+    array = np.transpose(volume.array, order)
+    array = np.ascontiguousarray(np.flip(array, axis=tuple(flipped)) if flipped else array)
+    return Volume(array, reference.affine.copy())
+
+
+def _fmt(values: npt.ArrayLike) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in np.asarray(values, dtype=float)) + ")"
+
+
 def image_suffix(path: str | Path) -> str:
     """The lower-case image suffix of ``path`` (``".nii.gz"`` is one), else its last suffix."""
     name = Path(path).name.lower()
@@ -144,6 +301,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, zlib.error | gzip.BadGzipFile):
         return f"corrupt compressed data ({text[:200]})"
     return f"{exc.__class__.__name__}: {text[:200]}"
+
+
+def has_spacing(path: str | Path) -> bool:
+    """False for PNG/JPG slices, whose "mm" are pixels; True for formats that store a spacing."""
+    return image_suffix(path) not in SLICE_SUFFIXES
 
 
 def read_volume(path: str | Path) -> Volume:
@@ -203,8 +365,18 @@ def _read_slice(path: Path) -> Volume:
     return Volume(np.ascontiguousarray(array), np.eye(4))
 
 
-def _itk_to_volume(image: object) -> Volume:
+def _sitk() -> Any:
+    """SimpleITK, with ITK's own warnings off: they are several lines of C++ source paths on
+    stderr ("No Series were found" for any folder without DICOM files), and every problem they
+    point at is reported by covseg itself in one line (no series, uneven slice gaps)."""
     import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
+def _itk_to_volume(image: object) -> Volume:
+    sitk = _sitk()
 
     assert isinstance(image, sitk.Image)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -225,13 +397,13 @@ def _itk_to_volume(image: object) -> Volume:
 
 
 def _read_itk(path: Path) -> Volume:
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     return _itk_to_volume(sitk.ReadImage(str(path)))
 
 
 def _read_dicom_series(folder: Path) -> Volume:
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
@@ -253,7 +425,7 @@ def _check_slice_gaps(reader: object, depth: int, folder: Path) -> None:
     ITK then reports one mean spacing (a warning only), which would silently stretch the volume
     and every measurement in mm. Positions are ImagePositionPatient projected on the slice normal.
     """
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     assert isinstance(reader, sitk.ImageSeriesReader)
     if depth < 3 or not reader.HasMetaDataKey(0, "0020|0037"):
@@ -333,7 +505,7 @@ def _write_png(array: npt.NDArray[np.generic], path: Path) -> None:
 
 
 def _write_itk(volume: Volume, path: Path) -> None:
-    import SimpleITK as sitk
+    sitk = _sitk()
 
     array = volume.array
     if array.dtype == np.bool_:

@@ -1,11 +1,13 @@
 """Shared test fixtures: where the read-only real data in ``../shared`` lies."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: ``../shared`` beside the checkout, or ``$COVSEG_SHARED`` (a git worktree elsewhere).
+SHARED = Path(os.environ.get("COVSEG_SHARED", REPO.parent / "shared"))
 
 
 @pytest.fixture(scope="session")

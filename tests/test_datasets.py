@@ -49,7 +49,8 @@ def test_sources_and_subsets():
     assert source_from_case_id("lung_001") == ""
     assert subset_of("A") == "seen"
     assert subset_of("B") == "unseen"
-    assert subset_of("") == "unseen"
+    assert subset_of("") == "unknown"  # no source: neither seen nor unseen
+    assert subset_of("", seen_sources=("A", "")) == "unknown"
     assert subset_of("B", seen_sources=("A", "B")) == "seen"
 
 

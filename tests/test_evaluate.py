@@ -15,7 +15,14 @@ from covseg.cli import app
 from covseg.datasets import DatasetError
 from covseg.io import Volume, write_mask, write_volume
 from covseg.metrics import evaluate_case
-from covseg.metrics.batch import COLUMNS, METRICS, evaluate_folder, score_case_files, summarize
+from covseg.metrics.batch import (
+    AREA_COLUMNS,
+    COLUMNS,
+    METRICS,
+    evaluate_folder,
+    score_case_files,
+    summarize,
+)
 
 SHAPE = (20, 18, 6)
 SPACING = (0.75, 0.75, 5.0)
@@ -91,19 +98,67 @@ def _failure(tmp_path: Path, pred: Volume | bytes, label: int | None = None) -> 
 
 def test_prediction_on_another_grid_fails_saying_what_differs(tmp_path):
     mask = _truth_mask().astype(np.uint8)
-    direction = np.diag([-1.0, 1.0, 1.0])
+    mirrored = np.diag([-1.0, 1.0, 1.0])
+    turned = np.array([[np.cos(0.1), -np.sin(0.1), 0], [np.sin(0.1), np.cos(0.1), 0], [0, 0, 1]])
     cases = {
-        "shape (20, 18, 5) differs": Volume.from_geometry(mask[..., :5], SPACING, ORIGIN),
-        "spacing (0.8, 0.75, 5) mm differs from the truth's (0.75, 0.75, 5) mm (by up to 0.05": (
+        "5 voxels along axis 2 (S), the truth has 6 (shape (20, 18, 5) vs (20, 18, 6))": (
+            Volume.from_geometry(mask[..., :5], SPACING, ORIGIN)
+        ),
+        "spacing 0.8 mm along axis 0 (R), the truth has 0.75 mm (differs by 0.05 mm)": (
             Volume.from_geometry(mask, (0.8, 0.75, 5.0), ORIGIN)
         ),
-        "origin (-120.002, 80.5, -300) mm differs from the truth's (-120, 80.5, -300) mm": (
+        # 2 um off along x: 0.002 / 0.75 voxel.
+        "grid shifted by 0.002 mm from the truth's (origin (-120.002, 80.5, -300) vs "
+        "(-120, 80.5, -300) mm; -0.00267 voxels along axis 0 (R))": (
             Volume.from_geometry(mask, SPACING, (-120.002, 80.5, -300.0))
         ),
-        "orientation differs": Volume.from_geometry(mask, SPACING, ORIGIN, direction),
+        # The x axis mirrored about the same origin: 19 voxels * 0.75 mm = 14.25 mm away.
+        "grid shifted by 14.2 mm from the truth's (origin (-134.25, 80.5, -300) vs "
+        "(-120, 80.5, -300) mm after reorienting LAS to RAS; -19 voxels along axis 0 (R))": (
+            Volume.from_geometry(mask, SPACING, ORIGIN, mirrored)
+        ),
+        "axes rotated against the truth's by up to 5.73 degrees": (
+            Volume.from_geometry(mask, SPACING, ORIGIN, turned)
+        ),
     }
     for problem, pred in cases.items():
         assert problem in _failure(tmp_path, pred)
+
+
+def test_prediction_stored_in_another_axis_order_is_scored_exactly(tmp_path):
+    """The same voxels stored as LAS with swapped i/j: reoriented, no interpolation."""
+    ref = _reference()
+    moved = np.flip(np.transpose(_truth_mask(shift=2), (1, 0, 2)), axis=1).astype(np.uint8)
+    # New axis 0 is the old j (+A), new axis 1 the old i reversed (-R: L), starting at old i=19.
+    direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    origin = (ORIGIN[0] + 19 * SPACING[0], ORIGIN[1], ORIGIN[2])
+    write_volume(Volume.from_geometry(moved, SPACING, origin, direction), tmp_path / "p.nii.gz")
+    write_mask(_truth_mask(), ref, tmp_path / "t.nii.gz")
+    row = score_case_files("c", tmp_path / "p.nii.gz", tmp_path / "t.nii.gz", "A")
+    spacing = tuple(float(np.float32(s)) for s in SPACING)
+    expected = evaluate_case(_truth_mask(shift=2), _truth_mask(), spacing)
+    assert row["status"] == "ok", row["error"]
+    for name in METRICS:
+        assert row[name] == pytest.approx(expected[name], rel=1e-9), name
+
+
+def test_evaluate_a_totalsegmentator_mask_of_a_dicom_series(shared_data, tmp_path):
+    """TotalSegmentator's labels of the DICOM series are LAS, the series LPS: `covseg evaluate`
+    scores the file as it is against the labels on the CT's grid (liver, label 5): Dice 1."""
+    from covseg.io import read_volume, to_reference_grid
+
+    ct = read_volume(shared_data / "totalseg" / "example_ct_dicom")
+    seg_path = shared_data / "totalseg" / "example_seg_dicom.nii.gz"
+    on_ct = to_reference_grid(read_volume(seg_path), ct)
+    write_mask(on_ct.array, ct, tmp_path / "truth" / "example.nii.gz")
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "example.nii.gz").symlink_to(seg_path)
+    out = tmp_path / "metrics.csv"
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--label", "5", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "ok" and row["dice"] == 1.0 and row["nsd"] == 1.0
 
 
 def test_label_values_nan_and_broken_files_fail(tmp_path):
@@ -150,6 +205,56 @@ def test_2d_png_masks_0_255(tmp_path):
     expected = evaluate_case(pred > 0, truth > 0, (1.0, 1.0))
     assert row["case"] == "7" and row["status"] == "ok"
     assert row["dice"] == pytest.approx(expected["dice"]) == pytest.approx(2 * 48 / 120)
+    # A slice has no volume and a PNG no spacing: areas in pixels (10 x 6 each), no mL, no mm^2.
+    assert tuple(table.columns) == (*COLUMNS[:-2], *AREA_COLUMNS, "status", "error")
+    assert (row["truth_px"], row["pred_px"]) == (60.0, 60.0)
+    assert all(math.isnan(row[k]) for k in ("truth_ml", "pred_ml", "truth_mm2", "pred_mm2"))
+    # Its id has no source letter: neither seen nor unseen.
+    assert row["source"] == "" and row["subset"] == "unknown"
+    summary = summarize(table)
+    assert summary["unknown"]["n"] == 1 and summary["unseen"]["n"] == summary["seen"]["n"] == 0
+    assert summary["unknown"]["truth_px"]["mean"] == 60.0
+    assert summary["all"]["truth_ml"]["n"] == 0
+
+
+def test_2d_slice_with_a_spacing_reports_mm2(tmp_path):
+    """A 2D NRRD keeps its pixel spacing: 0.5 x 0.8 mm, so a pixel is 0.4 mm^2."""
+    truth = np.zeros((30, 20), np.uint8)
+    truth[5:15, 3:13] = 1  # 100 pixels
+    pred = truth.copy()
+    pred[5:7] = 0  # 80 pixels
+    for name, array in (("truth", truth), ("pred", pred)):
+        write_volume(Volume(array, np.diag([0.5, 0.8, 1.0, 1.0])), tmp_path / name / "c.nrrd")
+    (row,) = evaluate_folder(
+        tmp_path / "pred", tmp_path / "truth", workers=1, progress=False
+    ).to_dict("records")
+    assert row["status"] == "ok", row["error"]
+    assert (row["truth_px"], row["pred_px"]) == (100.0, 80.0)
+    assert row["truth_mm2"] == pytest.approx(40.0) and row["pred_mm2"] == pytest.approx(32.0)
+    assert math.isnan(row["truth_ml"])
+
+
+def test_cli_summary_shows_the_subsets_present(tmp_path):
+    """Two cases from source A, one without a source: columns all, seen and unknown."""
+    ref = _reference()
+    for case in ("volume-covid19-A-0001", "volume-covid19-A-0002", "patient7"):
+        write_mask(_truth_mask(), ref, tmp_path / "truth" / f"{case}.nii.gz")
+        write_mask(_truth_mask(shift=1), ref, tmp_path / "pred" / f"{case}.nii.gz")
+    out = tmp_path / "metrics.csv"
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    subsets = pd.read_csv(out).set_index("case")["subset"]
+    assert subsets.to_dict() == {
+        "volume-covid19-A-0001": "seen",
+        "volume-covid19-A-0002": "seen",
+        "patient7": "unknown",
+    }
+    header = next(line for line in result.stdout.splitlines() if "metric" in line)
+    assert "all (n=3)" in header and "seen (n=2)" in header and "unknown (n=1)" in header
+    assert "unseen" not in result.stdout
+    summary = json.loads((tmp_path / "metrics_summary.json").read_text())
+    assert [summary[s]["n"] for s in ("all", "seen", "unseen", "unknown")] == [3, 2, 0, 1]
 
 
 def test_folder_rows_columns_and_isolated_failures(tmp_path):
@@ -204,7 +309,7 @@ def test_folders_that_cannot_be_evaluated(tmp_path):
         evaluate_folder(pred, tmp_path / "empty", progress=False)
     for label in truth.glob("*_seg.nii.gz"):
         label.unlink()
-    with pytest.raises(DatasetError, match="3 case.s. found but no truth masks"):
+    with pytest.raises(DatasetError, match="3 case.s. found but no masks"):
         evaluate_folder(pred, truth, progress=False)
 
 
@@ -312,3 +417,25 @@ def test_prediction_written_by_simpleitk_matches_a_nibabel_truth(tmp_path):
     sitk.WriteImage(image, str(tmp_path / "pred.nii.gz"))
     row = score_case_files("c", tmp_path / "pred.nii.gz", truth, "A")
     assert row["status"] == "ok" and row["dice"] == 1.0, row["error"]
+
+
+def test_cli_and_demo_share_the_evaluation_writer():
+    """metrics.csv and its summary have one writer, so the demo's cannot drift from the CLI's."""
+    import ast
+    import inspect
+
+    from covseg.cli import evaluate as cli_evaluate
+    from covseg.demo import stages
+
+    for module in (cli_evaluate, stages):
+        imported = {
+            (node.module, alias.name)
+            for node in ast.walk(ast.parse(inspect.getsource(module)))
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert ("covseg.metrics.batch", "write_evaluation") in imported, module.__name__
+        assert not any(
+            isinstance(n, ast.Attribute) and n.attr == "to_csv"
+            for n in ast.walk(ast.parse(inspect.getsource(module.evaluate)))
+        ), module.__name__

@@ -1,6 +1,7 @@
 """covseg.io: geometry survives each format, LPS/RAS agrees with nibabel, bad files fail clearly."""
 
 import gzip
+import itertools
 from pathlib import Path
 
 import nibabel as nib
@@ -9,7 +10,16 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from covseg.io import Volume, VolumeReadError, read_volume, write_mask, write_volume
+from covseg.io import (
+    GridMismatchError,
+    Volume,
+    VolumeReadError,
+    axis_codes,
+    read_volume,
+    to_reference_grid,
+    write_mask,
+    write_volume,
+)
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -216,3 +226,171 @@ def test_bad_files_raise_one_line_error_naming_the_file(tmp_path):
         read_volume(tmp_path / "truncated_data.nii.gz")
     with pytest.raises(VolumeReadError, match="Unable to determine ImageIO reader"):
         read_volume(tmp_path / "text.mha")
+
+
+def _reordered(reference: Volume, perm: tuple[int, ...], flips: tuple[int, ...]) -> Volume:
+    """The reference's voxels stored in another order: axes permuted by ``perm`` (as
+    ``np.transpose``), then the new axes in ``flips`` reversed. Voxel i' of the result is voxel
+    G i' of the reference, with G = P F: F reverses each flipped axis (i -> n - 1 - i) and P
+    sends new axis k to the reference's axis perm[k]; so its affine is reference.affine @ G."""
+    n = reference.array.ndim
+    array = np.flip(np.transpose(reference.array, perm), axis=flips)
+    flip = np.eye(4)
+    for k in flips:
+        flip[k, k], flip[k, 3] = -1.0, array.shape[k] - 1
+    permute = np.eye(4)
+    permute[:n, :n] = 0.0
+    for k in range(n):
+        permute[perm[k], k] = 1.0
+    return Volume(array, reference.affine @ permute @ flip)
+
+
+@pytest.mark.parametrize("perm", list(itertools.permutations(range(3))))
+@pytest.mark.parametrize(
+    "flips", [f for r in range(4) for f in itertools.combinations(range(3), r)]
+)
+def test_to_reference_grid_undoes_every_axis_order_and_flip_exactly(oblique, perm, flips):
+    """48 storage orders of one oblique grid: each comes back voxel for voxel, no interpolation."""
+    labels = Volume(np.arange(oblique.array.size).reshape(oblique.shape), oblique.affine)
+    moved = _reordered(labels, perm, flips)
+    # Premise: each voxel (a unique value) sits at the same world position in both.
+    where = np.argwhere(np.ones(moved.shape, bool))
+    value = moved.array[tuple(where.T)]
+    original = np.array(np.unravel_index(value, labels.shape))
+    np.testing.assert_allclose(
+        moved.affine @ np.c_[where, np.ones(len(where))].T,
+        labels.affine @ np.r_[original, np.ones((1, len(where)))],
+        atol=1e-9,
+    )
+    back = to_reference_grid(moved, labels)
+    np.testing.assert_array_equal(back.array, labels.array)
+    np.testing.assert_array_equal(back.affine, labels.affine)
+    # The values and their type pass through untouched.
+    assert to_reference_grid(_reordered(oblique, perm, flips), oblique).array.dtype == np.int16
+
+
+def test_to_reference_grid_keeps_a_volume_already_on_the_grid(oblique):
+    assert to_reference_grid(oblique, oblique) is oblique
+    # A NIfTI header's float32 affine, and an origin 0.4 um off: still the same grid.
+    nudged = Volume(oblique.array, oblique.affine.astype(np.float32))
+    nudged.affine[:3, 3] += 4e-4
+    assert to_reference_grid(nudged, oblique) is nudged
+
+
+def test_to_reference_grid_2d_transposed_slice():
+    slice_ = Volume(np.arange(12, dtype=np.uint8).reshape(3, 4), np.diag([0.7, 0.9, 1.0, 1.0]))
+    swapped = _reordered(slice_, (1, 0), (0,))
+    np.testing.assert_array_equal(to_reference_grid(swapped, slice_).array, slice_.array)
+
+
+def test_to_reference_grid_2d_and_4d_mismatches():
+    png = Volume(np.zeros((30, 20), np.uint8))
+    with pytest.raises(
+        GridMismatchError, match=r"^p\.png: 20 voxels along axis 0, the truth has 30"
+    ):
+        to_reference_grid(
+            Volume(np.zeros((20, 30), np.uint8)), png, path="p.png", reference_name="the truth"
+        )
+    series = Volume(np.zeros((4, 3, 2, 5)), np.diag([0.8, 0.8, 2.0, 1.0]))
+    assert to_reference_grid(series, series) is series
+    with pytest.raises(GridMismatchError, match=r"4D grid \(shape \(4, 3, 2, 4\)\) differs"):
+        to_reference_grid(Volume(np.zeros((4, 3, 2, 4)), series.affine), series)
+
+
+def test_axis_codes_name_the_direction_each_axis_grows_to():
+    assert axis_codes(np.diag([-0.7, -0.7, 2.0, 1.0])) == "LPS"
+    assert axis_codes(np.diag([1.0, 1.0, 1.0, 1.0])) == "RAS"
+    assert axis_codes(np.array([[0, 0, -3, 0], [2, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]])) == "AIL"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # One slice more along k: the k axis (S) is named with both counts.
+        (
+            lambda a: (a[:, :, :1].repeat(6, axis=2), np.diag([-0.8, -0.8, 2.0, 1.0])),
+            r"mask\.nii\.gz: 6 voxels along axis 2 \(S\), the CT has 5 \(shape \(4, 3, 6\) vs",
+        ),
+        # 2.5 mm slices instead of 2 mm.
+        (
+            lambda a: (a, np.diag([-0.8, -0.8, 2.5, 1.0])),
+            r"spacing 2\.5 mm along axis 2 \(S\), the CT has 2 mm \(differs by 0\.5 mm\)",
+        ),
+        # Half a voxel off along j (0.4 mm towards P, which is +j).
+        (
+            lambda a: (
+                a,
+                np.array([[-0.8, 0, 0, 0], [0, -0.8, 0, -0.4], [0, 0, 2, 0], [0, 0, 0, 1]]),
+            ),
+            r"grid shifted by 0\.4 mm from the CT's \(origin \(0, -0\.4, 0\) vs \(0, 0, 0\) mm; "
+            r"\+0\.5 voxels along axis 1 \(P\)\)",
+        ),
+        # A 3 degree in-plane rotation cannot be undone by reordering.
+        (
+            lambda a: (
+                a,
+                np.block(
+                    [
+                        [
+                            np.diag([-0.8, -0.8, 2.0]) @ _rotation(0, 0, np.radians(3)),
+                            np.zeros((3, 1)),
+                        ],
+                        [np.zeros((1, 3)), np.ones((1, 1))],
+                    ]
+                ),
+            ),
+            r"axes rotated against the CT's by up to 3 degrees .*resample onto the CT's grid",
+        ),
+        (
+            lambda a: (a[:, :, 0], np.diag([-0.8, -0.8, 2.0, 1.0])),
+            r"2D image of shape \(4, 3\), the CT is 3D of shape \(4, 3, 5\)",
+        ),
+    ],
+)
+def test_to_reference_grid_names_what_differs_and_by_how_much(change, message):
+    ct = Volume(np.zeros((4, 3, 5), np.int16), np.diag([-0.8, -0.8, 2.0, 1.0]))
+    array, affine = change(np.zeros((4, 3, 5), np.uint8))
+    with pytest.raises(GridMismatchError, match=message):
+        to_reference_grid(Volume(array, affine), ct, path="mask.nii.gz", reference_name="the CT")
+
+
+def test_totalsegmentator_mask_of_a_dicom_series_lands_on_its_voxels(shared_data):
+    """TotalSegmentator wrote the labels of this LPS series as LAS (j flipped). Each labelled
+    voxel, placed in the world by the labels' own affine and back into CT indices by the CT's,
+    must carry the same label after reorientation."""
+    ct = read_volume(shared_data / "totalseg" / "example_ct_dicom")
+    seg = read_volume(shared_data / "totalseg" / "example_seg_dicom.nii.gz")
+    assert (axis_codes(ct.affine), axis_codes(seg.affine)) == ("LPS", "LAS")
+    assert not seg.same_geometry(ct)
+    aligned = to_reference_grid(seg, ct, path="seg", reference_name="the CT")
+    np.testing.assert_array_equal(aligned.affine, ct.affine)
+    labelled = np.argwhere(seg.array > 0)
+    assert len(labelled) > 1000
+    world = seg.affine @ np.c_[labelled, np.ones(len(labelled))].T
+    in_ct = np.linalg.inv(ct.affine) @ world
+    index = np.round(in_ct[:3]).astype(int)
+    np.testing.assert_allclose(in_ct[:3], index, atol=1e-3)
+    np.testing.assert_array_equal(aligned.array[tuple(index)], seg.array[tuple(labelled.T)])
+    assert aligned.array.sum(dtype=np.int64) == seg.array.sum(dtype=np.int64)
+
+
+def test_mask_of_the_lungmask_series_saved_in_ras_comes_back(shared_data, tmp_path):
+    """A mask of lungmask's two-slice DICOM series (LPS), saved by nibabel in RAS+ canonical
+    order (i and j flipped), as many tools store NIfTI."""
+    ct = read_volume(shared_data / "lungmask-dicom")
+    assert ct.shape == (512, 512, 2) and axis_codes(ct.affine) == "LPS"
+    mask = (ct.array < -400).astype(np.uint8)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(mask, ct.affine))
+    nib.save(canonical, tmp_path / "air.nii.gz")
+    saved = read_volume(tmp_path / "air.nii.gz")
+    assert axis_codes(saved.affine) == "RAS"
+    back = to_reference_grid(saved, ct, path=tmp_path / "air.nii.gz", reference_name="the CT")
+    np.testing.assert_array_equal(back.array, mask)
+
+
+def test_a_folder_without_dicom_fails_in_one_line_without_itk_warnings(tmp_path, capfd):
+    """ITK prints a multi-line C++ warning ("No Series were found") straight to stderr."""
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(VolumeReadError, match=r"notes_dir: no DICOM series found$"):
+        read_volume(tmp_path.rename(tmp_path.with_name("notes_dir")))
+    assert capfd.readouterr().err == ""

@@ -1,6 +1,7 @@
 """Training really learns: a small U-Net trained for a few dozen steps on tiny phantoms finds
 lesions on a held-out phantom far better than an empty or an all-lung prediction."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,26 @@ def test_training_lung_crop_keeps_every_lesion_and_drops_the_air(tmp_path: Path)
     assert int(cropped["label"].sum()) == int(whole["label"].sum()) > 0
     # Outside air (0 after the HU window) is mostly gone.
     assert (cropped["image"] == 0).float().mean() < 0.5 * (whole["image"] == 0).float().mean()
+
+
+def test_a_training_label_stored_in_another_axis_order_is_reoriented(tmp_path: Path) -> None:
+    """A label written with its first axis reversed (another tool's habit) trains the same."""
+    from covseg.io import Volume, read_volume
+    from covseg.model.data import load_case
+
+    write_cases(tmp_path, range(1))
+    case = find_cases(tmp_path)[0]
+    assert case.label is not None
+    label = read_volume(case.label)
+    reverse = np.eye(4)
+    reverse[0, 0], reverse[0, 3] = -1.0, label.shape[0] - 1  # new i -> old n - 1 - i
+    flipped = write_volume(
+        Volume(label.array[::-1].copy(), label.affine @ reverse), tmp_path / "flipped.nii.gz"
+    )
+    plan = apply_overrides(load_preset("baseline"), SMALL)
+    expected = load_case(case, plan)
+    got = load_case(replace(case, label=flipped), plan)
+    assert torch.equal(got["label"], expected["label"]) and int(got["label"].sum()) > 0
 
 
 def test_a_training_scan_without_lungs_is_named(tmp_path: Path) -> None:

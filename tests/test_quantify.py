@@ -129,8 +129,29 @@ def test_command_one_scan_and_errors(tmp_path: Path) -> None:
     cut = Volume(case.ct.array[:, :, :-2])
     other = write_mask(case.lesion.array[:, :, :-2], cut, tmp_path / "x.nii.gz")
     wrong = _run(str(ct), str(other), "-o", str(out))
-    assert wrong.exit_code == 1 and "geometry differs" in wrong.output
+    assert wrong.exit_code == 1 and "x.nii.gz: 62 voxels along axis 2 (S), the CT has 64" in (
+        wrong.output.replace("\n", " ")
+    )
     assert "Traceback" not in wrong.output
+
+
+def test_command_reorients_a_mask_stored_in_another_axis_order(tmp_path: Path) -> None:
+    """The lesion mask written with j reversed and i, j swapped: the same voxels, same burden."""
+    case = make_phantom(seed=2, source="A", size=64)
+    ct = write_volume(case.ct, tmp_path / "case_ct.nii.gz")
+    seg = write_mask(case.lesion.array, case.ct, tmp_path / "case_seg.nii.gz")
+    # Stored axis 0 = CT axis 1 reversed, stored axis 1 = CT axis 0: voxel (a, b, c) of the
+    # stored array is CT voxel (b, n1 - 1 - a, c).
+    n1 = case.ct.shape[1]
+    to_ct = np.array([[0, 1, 0, 0], [-1, 0, 0, n1 - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    stored = np.transpose(case.lesion.array, (1, 0, 2))[::-1].astype(np.uint8)
+    other = write_volume(Volume(stored, case.ct.affine @ to_ct), tmp_path / "other" / "case.nii.gz")
+    first = _run(str(ct), str(seg), "-o", str(tmp_path / "a"))
+    second = _run(str(ct), str(other), "-o", str(tmp_path / "b"))
+    assert first.exit_code == second.exit_code == 0, second.output
+    a = json.loads((tmp_path / "a" / "case.json").read_text())
+    b = json.loads((tmp_path / "b" / "case.json").read_text())
+    assert a == b and a["lesion_ml"] > 0
 
 
 def test_command_batch_goes_on_after_a_bad_scan(tmp_path: Path) -> None:

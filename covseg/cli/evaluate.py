@@ -45,10 +45,13 @@ def evaluate(
     """Score every truth case against its prediction: Dice, NSD, NAVE, HD95, ASSD, lesion-wise.
 
     Writes one row per case to the CSV (case, source, subset, metrics, status, error) and the
-    Table-2 summary (mean, std, median for all, seen and unseen cases) to <stem>_summary.json
-    beside it. A missing prediction is scored as an empty mask. A case that cannot be scored
-    (unreadable file, other shape or geometry, labels other than 0/1, NaN, duplicate id) is
-    reported on one line and left out of the summary; the others are still scored.
+    Table-2 summary (mean, std, median for all cases and the seen, unseen and unknown-source
+    ones) to <stem>_summary.json beside it. 2D slices have lesion areas (truth_px, pred_px, and
+    truth_mm2, pred_mm2 when they have a spacing) instead of volumes in mL. A missing prediction
+    is scored as an empty mask. A mask on the truth's grid in another axis order or direction
+    (LAS against LPS, say) is reoriented exactly. A case that cannot be scored (unreadable file,
+    another grid, labels other than 0/1, NaN, duplicate id) is reported on one line and left out
+    of the summary; the others are still scored.
 
     Exit code: 0 when every case was scored; 1 when any case failed or had no prediction (the
     CSV and summary are still written); 2 when nothing could be evaluated (absent or empty
@@ -56,13 +59,16 @@ def evaluate(
 
     Example: covseg evaluate predictions/ Validation/ -o metrics.csv --workers 4
     """
-    import json
-
     from rich.console import Console
     from rich.markup import escape
 
     from covseg.datasets import DatasetError
-    from covseg.metrics.batch import evaluate_folder, summarize
+    from covseg.metrics.batch import (
+        evaluate_folder,
+        present_subsets,
+        summary_path,
+        write_evaluation,
+    )
 
     sources = tuple(s.strip() for s in seen_sources.split(",") if s.strip())
     try:
@@ -80,14 +86,10 @@ def evaluate(
         raise fail(str(exc), code=2) from None
     except OSError as exc:  # e.g. an unreachable Dask scheduler
         raise fail(f"{scheduler or pred_dir}: {exc}", code=2) from None
-    summary = summarize(table)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output, index=False)
-    summary_path = output.with_name(f"{output.name.removesuffix('.csv')}_summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary = write_evaluation(table, output)
 
     console = Console()
-    console.print(_summary_table(summary))
+    console.print(_summary_table(summary, present_subsets(table)))
     err = Console(stderr=True)
     # One line per problem, never wrapped, so that it can be grepped.
     for path in table.attrs.get("unmatched_predictions", []):
@@ -109,7 +111,7 @@ def evaluate(
     counts = summary["cases"]
     console.print(
         f"{len(table)} cases: {counts['ok']} ok, {counts['missing']} missing, "
-        f"{counts['failed']} failed; wrote {output} and {summary_path}",
+        f"{counts['failed']} failed; wrote {output} and {summary_path(output)}",
         soft_wrap=True,
         highlight=False,
     )
@@ -117,7 +119,8 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _summary_table(summary: dict[str, Any]) -> Any:
+def _summary_table(summary: dict[str, Any], subsets: list[str]) -> Any:
+    """The Table-2 summary for ``all`` and the subsets present."""
     from rich.table import Table
 
     infinite = any(summary["all"][metric]["infinite"] for metric in _SHOWN)
@@ -126,11 +129,11 @@ def _summary_table(summary: dict[str, Any]) -> Any:
         caption="+k inf: k infinite values (empty masks) left out" if infinite else None,
     )
     table.add_column("metric")
-    for subset in ("all", "seen", "unseen"):
+    for subset in subsets:
         table.add_column(f"{subset} (n={summary[subset]['n']})", justify="right")
     for metric in _SHOWN:
         cells = []
-        for subset in ("all", "seen", "unseen"):
+        for subset in subsets:
             stats = summary[subset][metric]
             if stats["mean"] is None:
                 cells.append("-" + (f"\n+{stats['infinite']} inf" if stats["infinite"] else ""))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -12,7 +11,9 @@ from covseg.cli._app import app, fail
 
 @app.command()
 def fingerprint(
-    data_dir: Path = typer.Argument(..., help="Dataset folder (COVID-19-20, nnU-Net, manifest)."),
+    data_dir: Path = typer.Argument(
+        ..., help="Dataset folder (COVID-19-20, nnU-Net, manifest, 2D slices)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     seen_sources: str = typer.Option(
         "A", "--seen-sources", help="Comma-separated sources of the training data ('seen')."
@@ -24,20 +25,19 @@ def fingerprint(
     OUT/fingerprint.json (per source and overall: median spacing and shape, lesion volume
     statistics, foreground (lesion) HU mean, std and percentiles 0.5/99.5, normalised HU
     histograms from -1024 to +1000 HU; the `auto` training preset reads it) and
-    OUT/fingerprint.png. A case that cannot be read is reported on one line; the others go on,
-    and the exit code is then 1.
+    OUT/fingerprint.png. 2D slices have lesion areas (pixels, and mm² where they have a
+    spacing) instead of volumes; cases without a source letter are "unknown". A case that cannot
+    be read is reported on one line; the others go on, and the exit code is then 1.
 
     Example: covseg fingerprint data/COVID-19-20/ -o fingerprint/
     """
-    import json
-
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import Progress
 
     from covseg.datasets import Case, find_cases
     from covseg.fingerprint import fingerprint as run
-    from covseg.fingerprint import plot
+    from covseg.fingerprint import summary_table, write_outputs
 
     try:
         cases = [c for c in find_cases(data_dir) if c.image is not None]
@@ -58,12 +58,9 @@ def fingerprint(
             progress.advance(task)
 
         table, summary = run(cases, sources, on_case=step)
-    output.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output / "fingerprint.csv", index=False)
-    (output / "fingerprint.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(table, summary, output / "fingerprint.png")
+    write_outputs(table, summary, output)
     console = Console()
-    console.print(_table(summary))
+    console.print(summary_table(summary))
     console.print(
         f"{summary['cases']} cases; wrote {output}/fingerprint.csv, fingerprint.json, "
         "fingerprint.png",
@@ -71,30 +68,3 @@ def fingerprint(
     )
     if summary["failed"]:
         raise typer.Exit(1)
-
-
-def _table(summary: dict[str, Any]) -> Any:
-    """Per-source summary as a rich table."""
-    from rich.table import Table
-
-    table = Table(title=r"Dataset fingerprint (medians; lesion volume: median \[min..max])")
-    for column in ("source", "cases", "spacing x/y/z mm", "shape", "voxel mm³", "lesion mL"):
-        table.add_column(column)
-    groups = {**summary["sources"], "all": summary}
-    for name, g in groups.items():
-        lesion = g["lesion_ml"]
-        lesion_text = (
-            rf"{lesion['median']:.1f} \[{lesion['min']:.1f}..{lesion['max']:.1f}]"
-            if lesion["n"]
-            else "-"
-        )
-        spacing = g["median_spacing_mm"] or []
-        table.add_row(
-            name,
-            str(g["n"]),
-            " / ".join(f"{s:.2f}" for s in spacing),
-            " x ".join(str(s) for s in g["median_shape"] or []),
-            f"{g['voxel_volume_mm3']['median']:.2f}" if g["voxel_volume_mm3"]["n"] else "-",
-            lesion_text,
-        )
-    return table

@@ -124,18 +124,14 @@ def _one(
     case_id: str, ct_path: Path, mask_path: Path, output: Path, overlay: bool, save_lung: bool
 ) -> dict[str, Any]:
     """Quantify one scan, writing its overlay (and lung mask); ValueError names the bad file."""
-    from covseg.io import read_volume, write_mask
+    from covseg.io import read_volume, to_reference_grid, write_mask
     from covseg.lung import check_hu, lung_mask
     from covseg.quantify import quantify, write_overlay
 
     ct = read_volume(ct_path)
     check_hu(ct, ct_path)
-    lesion = read_volume(mask_path)
-    if not lesion.same_geometry(ct):
-        raise ValueError(
-            f"{mask_path}: geometry differs from the CT {ct_path} "
-            f"(shape {lesion.shape} vs {ct.shape}, or another affine)"
-        )
+    # Same grid in another axis order (a mask from another tool): reoriented exactly.
+    lesion = to_reference_grid(read_volume(mask_path), ct, path=mask_path, reference_name="the CT")
     lungs = lung_mask(ct, ct_path)
     record = quantify(ct, lesion.array, lungs)
     if overlay:

@@ -44,20 +44,15 @@ def phantoms(run: Run) -> None:
 
 def fingerprint(run: Run) -> None:
     """Dataset statistics per source (the paper's Figure 3) as a table, CSV, JSON and plot."""
-    from covseg.cli.fingerprint import _table
     from covseg.datasets import find_cases
     from covseg.fingerprint import fingerprint as compute
-    from covseg.fingerprint import plot
+    from covseg.fingerprint import summary_table, write_outputs
 
     cases = [c for split in ("Train", "Validation", "Test") for c in find_cases(run.data / split)]
-    out = run.folder / "fingerprint"
     with _bar(run, "fingerprint", len(cases)) as advance:
         table, summary = compute(cases, ("A",), on_case=lambda *_: advance())
-    out.mkdir(parents=True)
-    table.to_csv(out / "fingerprint.csv", index=False)
-    (out / "fingerprint.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(table, summary, out / "fingerprint.png")
-    run.console.print(_table(summary))
+    write_outputs(table, summary, run.folder / "fingerprint")
+    run.console.print(summary_table(summary))
 
 
 def train(run: Run) -> None:
@@ -174,17 +169,13 @@ def algorithms(run: Run) -> dict[str, Path]:
 
 def evaluate(run: Run) -> None:
     """Score every algorithm on the test cases (metrics.csv and the Table-2 summary each)."""
-    from covseg.metrics.batch import evaluate_folder, summarize
+    from covseg.metrics.batch import evaluate_folder, write_evaluation
 
     folders = algorithms(run)
     with _bar(run, "evaluate", len(folders)) as advance:
         for name, predictions in folders.items():
             table = evaluate_folder(predictions, run.data / "Test", workers=1, progress=False)
-            out = run.folder / "evaluation" / name
-            out.mkdir(parents=True)
-            table.to_csv(out / "metrics.csv", index=False)
-            summary = json.dumps(summarize(table), indent=2)
-            (out / "metrics_summary.json").write_text(summary + "\n")
+            write_evaluation(table, run.folder / "evaluation" / name / "metrics.csv")
             advance()
 
 

@@ -9,14 +9,18 @@ Conventions:
   the challenge scored a missing submission.
 - A case that cannot be scored is ``failed`` with a one-line ``error`` naming the file, and its
   metrics are empty (NaN); the other cases are still scored. Causes: an unreadable, corrupt or
-  non-image file; a prediction whose shape or geometry (spacing, origin, direction) differs from
-  the truth; NaN; label values other than 0/1 (2D PNG/JPG masks: 0/255) unless ``label`` picks one;
-  several files for one case id.
-- Metrics use the truth's spacing in mm (2D slices: pixels).
+  non-image file; a prediction on another voxel grid than the truth (shape, spacing, origin or a
+  rotation; a grid that differs only in axis order or direction, LAS against LPS say, is
+  reoriented exactly instead); NaN; label values other than 0/1 (2D PNG/JPG masks: 0/255)
+  unless ``label`` picks one; several files for one case id.
+- Metrics use the truth's spacing in mm (PNG/JPG slices: pixels). 2D cases have lesion areas
+  (:data:`AREA_COLUMNS`) instead of volumes.
+- A case's subset is seen, unseen or unknown (no source), see :func:`covseg.datasets.subset_of`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from covseg.datasets import (
+    SUBSETS,
     Case,
     DatasetError,
     files_by_case,
@@ -36,7 +41,15 @@ from covseg.datasets import (
     source_from_case_id,
     subset_of,
 )
-from covseg.io import SLICE_SUFFIXES, Volume, VolumeReadError, image_suffix, read_volume
+from covseg.io import (
+    SLICE_SUFFIXES,
+    GridMismatchError,
+    VolumeReadError,
+    has_spacing,
+    image_suffix,
+    read_volume,
+    to_reference_grid,
+)
 from covseg.metrics.case import METRIC_KEYS
 from covseg.parallel import map_unordered
 
@@ -44,9 +57,10 @@ from covseg.parallel import map_unordered
 METRICS = METRIC_KEYS
 #: Every column of metrics.csv, in order; other code (ranking, the platform) relies on it.
 COLUMNS = ("case", "source", "subset", *METRICS, "status", "error")
-#: Geometry tolerances: origin and spacing in mm, direction cosines (unitless).
-GEOMETRY_ATOL_MM = 1e-3
-DIRECTION_ATOL = 1e-4
+#: Lesion areas of 2D cases, which have no volume (their ``truth_ml``/``pred_ml`` stay empty):
+#: pixel counts, and mm^2 where the slice has a spacing (not PNG/JPG). metrics.csv holds these
+#: columns, after the metrics, only when it holds a 2D case.
+AREA_COLUMNS = ("truth_px", "pred_px", "truth_mm2", "pred_mm2")
 
 
 class CaseError(ValueError):
@@ -96,19 +110,39 @@ def score_case_files(
             pred_mask = np.zeros_like(truth_mask)
             row["status"], row["error"] = "missing", "no prediction; scored as an empty mask"
         else:
-            pred = read_volume(pred_path)
-            check_geometry(pred, truth, Path(pred_path))
+            # Another tool's mask of the same voxels in another axis order: reoriented exactly.
+            pred = to_reference_grid(
+                read_volume(pred_path), truth, path=pred_path, reference_name="the truth"
+            )
             pred_mask = binary_mask(pred.array, Path(pred_path), label)
             row["status"] = "ok"
         scores = evaluate_case(pred_mask, truth_mask, truth.spacing, tolerance_mm=tolerance_mm)
         row.update({name: float(scores[name]) for name in METRICS})
-    except (VolumeReadError, CaseError) as exc:
+        if truth_mask.ndim == 2:
+            row.update(_areas(pred_mask, truth_mask, truth.spacing, Path(truth_path)))
+    except (VolumeReadError, GridMismatchError, CaseError) as exc:
         row["status"], row["error"] = "failed", str(exc)
     except Exception as exc:  # a row per case, whatever happens: the batch must go on
         where = pred_path if pred_path is not None else truth_path
         detail = str(exc).splitlines()[0] if str(exc) else ""
         row["status"], row["error"] = "failed", f"{where}: {exc.__class__.__name__}: {detail}"
     return row
+
+
+def _areas(
+    pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_], spacing: Sequence[float], path: Path
+) -> dict[str, float]:
+    """A 2D case's lesion areas in pixels and mm^2 (NaN without a spacing), and no volumes."""
+    pixel_mm2 = math.prod(spacing) if has_spacing(path) else math.nan
+    truth_px, pred_px = float(np.count_nonzero(truth)), float(np.count_nonzero(pred))
+    return {
+        "truth_ml": math.nan,
+        "pred_ml": math.nan,
+        "truth_px": truth_px,
+        "pred_px": pred_px,
+        "truth_mm2": truth_px * pixel_mm2,
+        "pred_mm2": pred_px * pixel_mm2,
+    }
 
 
 def _failed_row(
@@ -151,31 +185,6 @@ def binary_mask(
             f"{path}: label values other than 0/{foreground} ({shown}); pick one with --label N"
         )
     return ~(array == 0) if foreground == 255 else array.astype(bool)
-
-
-def check_geometry(pred: Volume, truth: Volume, pred_path: Path) -> None:
-    """Raise :class:`CaseError` naming what differs when ``pred`` is not on ``truth``'s grid."""
-    if pred.shape != truth.shape:
-        raise CaseError(f"{pred_path}: shape {pred.shape} differs from the truth's {truth.shape}")
-
-    def fmt(values: Sequence[float]) -> str:
-        return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-    for name, ours, theirs in (
-        ("spacing", pred.spacing, truth.spacing),
-        ("origin", pred.origin, truth.origin),
-    ):
-        gap = float(np.max(np.abs(np.subtract(ours, theirs))))
-        if gap > GEOMETRY_ATOL_MM:
-            raise CaseError(
-                f"{pred_path}: {name} {fmt(ours)} mm differs from the truth's {fmt(theirs)} mm "
-                f"(by up to {gap:.3g} mm)"
-            )
-    if not np.allclose(pred.direction, truth.direction, rtol=0, atol=DIRECTION_ATOL):
-        raise CaseError(
-            f"{pred_path}: orientation differs from the truth's (axes flipped, swapped or "
-            "rotated); resample the prediction onto the truth's grid"
-        )
 
 
 @dataclass(frozen=True)
@@ -226,7 +235,7 @@ def truth_cases(truth_dir: str | Path) -> list[Case]:
         return [Case(i, None, path, source_from_case_id(i)) for i in ids for path in flat[i]]
     labelled = [case for case in cases if case.label is not None]
     if not labelled:
-        raise DatasetError(f"{truth_dir}: {len(cases)} case(s) found but no truth masks (labels)")
+        raise DatasetError(f"{truth_dir}: {len(cases)} case(s) found but no masks (labels)")
     return labelled
 
 
@@ -289,7 +298,7 @@ def evaluate_folder(
     )
     order = {job.case_id: n for n, job in enumerate(jobs)}
     rows.sort(key=lambda row: order[row["case"]])
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(table_columns(rows)))
     truth_ids = {case.case_id for case in cases}
     table.attrs["unmatched_predictions"] = [
         str(path)
@@ -298,6 +307,14 @@ def evaluate_folder(
         for path in paths
     ]
     return table
+
+
+def table_columns(rows: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """metrics.csv's columns for these rows: :data:`COLUMNS`, with :data:`AREA_COLUMNS` before
+    ``status`` when a row is a 2D case."""
+    if not any("truth_px" in row for row in rows):
+        return COLUMNS
+    return (*COLUMNS[:-2], *AREA_COLUMNS, *COLUMNS[-2:])
 
 
 def _jobs(
@@ -337,28 +354,31 @@ def _jobs(
 
 
 def summarize(table: pd.DataFrame) -> dict[str, Any]:
-    """Mean, std and median of each metric for all, seen and unseen cases (paper Table 2).
+    """Mean, std and median of each metric for all cases and each subset (paper Table 2).
 
     Failed cases are left out; missing ones count (scored as empty masks). A metric's statistics
     use its finite values only, ``n`` says how many and ``infinite`` how many were infinite (HD95,
     ASSD or NAVE against an empty mask, as for a missing prediction); ``std`` is the sample
-    standard deviation (ddof=1); ``None`` where undefined.
+    standard deviation (ddof=1); ``None`` where undefined. The area columns of 2D cases are
+    summarised too when the table has them.
 
     Returns
     -------
     dict
         ``{"cases": {"ok": n, "missing": n, "failed": n}, "all": {...}, "seen": {...},
-        "unseen": {...}}`` where each subset maps ``"n"`` to its number of scored cases and each
-        metric name to ``{"mean", "std", "median", "n", "infinite"}``.
+        "unseen": {...}, "unknown": {...}}``: every subset is there (``"n": 0`` when it has no
+        case); each maps ``"n"`` to its number of scored cases and each metric name to
+        ``{"mean", "std", "median", "n", "infinite"}``.
     """
     scored = table[table["status"] != "failed"]
+    metrics = [*METRICS, *(c for c in AREA_COLUMNS if c in table.columns)]
     summary: dict[str, Any] = {
         "cases": {status: int((table["status"] == status).sum()) for status in _STATUSES}
     }
-    for subset in ("all", "seen", "unseen"):
+    for subset in ("all", *SUBSETS):
         part = scored if subset == "all" else scored[scored["subset"] == subset]
         stats: dict[str, Any] = {"n": len(part)}
-        for metric in METRICS:
+        for metric in metrics:
             values = pd.to_numeric(part[metric], errors="coerce").to_numpy(dtype=float)
             finite = values[np.isfinite(values)]
             stats[metric] = {
@@ -369,6 +389,29 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
                 "infinite": int(np.isinf(values).sum()),
             }
         summary[subset] = stats
+    return summary
+
+
+def present_subsets(table: pd.DataFrame) -> list[str]:
+    """``"all"`` and the subsets that cases of ``table`` belong to, in report order."""
+    return ["all", *(s for s in SUBSETS if (table["subset"] == s).any())]
+
+
+def summary_path(output: str | Path) -> Path:
+    """Where :func:`write_evaluation` puts the summary of ``output``: ``<stem>_summary.json``."""
+    output = Path(output)
+    return output.with_name(f"{output.name.removesuffix('.csv')}_summary.json")
+
+
+def write_evaluation(table: pd.DataFrame, output: str | Path) -> dict[str, Any]:
+    """Write a :func:`evaluate_folder` table to ``output`` (metrics.csv) and its
+    :func:`summarize` to :func:`summary_path`; the one writer of evaluation outputs (the CLI,
+    the demo). Returns the summary."""
+    output = Path(output)
+    summary = summarize(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output, index=False)
+    summary_path(output).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

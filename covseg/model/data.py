@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from covseg.datasets import Case
-from covseg.io import Volume, read_volume
+from covseg.io import GridMismatchError, Volume, read_volume, to_reference_grid
 from covseg.model.geometry import crop_box, sub_volume, to_model_grid
 
 
@@ -65,12 +65,12 @@ def load_case(case: Case, plan: dict[str, Any]) -> dict[str, Any]:
         raise CaseError(f"{case.image or case.label}: case {case.case_id} has no image or label")
     image = read_volume(case.image)
     check_ct(image, case.image)
-    label = read_volume(case.label)
-    if not image.same_geometry(label, atol_mm=1e-2):
-        raise CaseError(
-            f"{case.label}: label does not match its image (shape {label.shape} vs {image.shape} "
-            "or a different affine)"
+    try:  # a label stored in another axis order (another tool's) is reoriented exactly
+        label = to_reference_grid(
+            read_volume(case.label), image, reference_name="its image", atol_mm=1e-2
         )
+    except GridMismatchError as exc:
+        raise CaseError(f"{case.label}: label does not match its image: {exc}") from None
     values = np.unique(label.array)
     if not np.isin(values, (0, 1)).all():
         raise CaseError(f"{case.label}: label values {values[:6].tolist()} (expected 0/1)")
