@@ -113,7 +113,7 @@ def test_all_ties_every_algorithm_first() -> None:
 
 def test_one_case() -> None:
     result = run_ranking(
-        long_table({"A": [0.9], "B": [0.5], "C": [0.7]}), methods=ALL, bootstrap=10
+        long_table({"A": [0.9], "B": [0.5], "C": [0.7]}), methods=ALL, bootstrap=0
     )
     assert ranks(result, "aggregate-then-rank") == {"A": 1, "C": 2, "B": 3}
     assert ranks(result, "rank-then-aggregate") == {"A": 1, "C": 2, "B": 3}
@@ -283,8 +283,7 @@ def test_table_from_evaluations_builds_six_tasks() -> None:
         (pd.DataFrame({"task": ["t"], "case": ["c"], "value": [1.0]}), "missing column"),
         (long_table({"A": [0.1, "x"], "B": [0.2, 0.3]}), "not a number"),
         (pd.concat([long_table({"A": [0.1], "B": [0.2]})] * 2), "duplicate rows"),
-        (long_table({"A": [0.1, 0.2]}), "at least two algorithms"),
-        (long_table({"A": [0.1, 0.2], "B": [np.nan, np.nan]}), "B has no results"),
+        (long_table({"A": [np.nan, np.nan]}), "no algorithm has a result"),
         (long_table({"A": [0.1, 0.2], "B": [0.3, float("inf")]}), "infinite"),
     ],
 )

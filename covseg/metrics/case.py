@@ -10,6 +10,7 @@ import numpy.typing as npt
 from covseg.metrics._inputs import as_pair, as_tolerance, crop_to_union
 from covseg.metrics.lesions import lesion_metrics_unchecked
 from covseg.metrics.overlap import dice_unchecked, nave_from_volumes, volume_ml_unchecked
+from covseg.metrics.registry import SMALLER_IS_BETTER as SMALLER_IS_BETTER
 from covseg.metrics.surface import surface_distances_unchecked
 
 #: The keys of :func:`evaluate_case`, in order (column names downstream rely on them).
@@ -28,11 +29,6 @@ METRIC_KEYS = (
     "truth_ml",
     "pred_ml",
 )
-
-#: Metrics for which a smaller value is better; every other metric is larger-is-better, except
-#: the descriptive counts and volumes (``truth_lesions``, ``pred_lesions``, ``truth_ml``,
-#: ``pred_ml``), which ranking should not use.
-SMALLER_IS_BETTER = frozenset({"nave", "hd95", "assd", "fp_lesions"})
 
 
 def evaluate_case(

@@ -180,3 +180,35 @@ def summarize_kendall(kendall: pd.DataFrame) -> pd.DataFrame:
         q75=lambda t: float(np.nanquantile(t, 0.75)) if t.notna().any() else np.nan,
         n_na=lambda t: int(t.isna().sum()),
     ).reset_index()
+
+
+def summarize_consensus(ranks: pd.DataFrame, consensus: pd.DataFrame) -> pd.DataFrame:
+    """The Euclidean consensus of every bootstrap sample, and its rank distribution.
+
+    Sample b's consensus uses every task's ranking on sample b (ties as average ranks, mean
+    over the tasks where the algorithm takes part, ranked with ties "min"), as the full-data
+    consensus does. Columns ``method, algorithm, value, rank, median_rank, q025, q975``
+    (quantiles as R's type 7), in the order of ``consensus``.
+    """
+    parts = []
+    for method, rows in ranks.groupby("method", sort=False):
+        wide = rows.pivot(index=["task", "b"], columns="algorithm", values="rank")
+        tasks = wide.index.get_level_values("task").unique()
+        cube = wide.to_numpy(dtype=np.float64).reshape(len(tasks), -1, wide.shape[1])
+        mean_rank = stats.mean(np.moveaxis(stats.rank_average(cube, larger_better=False), 0, -1))
+        sample_rank = stats.rank_min(mean_rank, larger_better=False)  # [b, algorithm]
+        low, median, high = np.quantile(sample_rank, [0.025, 0.5, 0.975], axis=0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "method": method,
+                    "algorithm": wide.columns,
+                    "median_rank": median,
+                    "q025": low,
+                    "q975": high,
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame()
+    return consensus.merge(pd.concat(parts), on=["method", "algorithm"], how="inner")

@@ -4,16 +4,18 @@ Every method maps a task and a set of samples (rows of case indices; the full da
 one sample ``0..C-1``) to one score and one rank per sample and algorithm:
 
 - ``aggregate-then-rank``: aggregate (mean by default) each algorithm's values, rank them;
-- ``rank-then-aggregate``: rank the algorithms within each case (ties "min"), average those
-  ranks, rank the averages (smaller is better);
+- ``rank-then-aggregate``: rank the algorithms within each case (a missing value gets the
+  worst rank of its case, as challengeR's ``rankNA2``), average those ranks, rank the averages
+  (smaller is better);
 - ``test-then-rank``: one-sided paired Wilcoxon tests for all ordered pairs, p-values adjusted
   over the task's pairs; the score is the share of the other algorithms an algorithm beats
   significantly (adjusted p < alpha).
 
-Final ranks always use ties "min". An algorithm without any result in a bootstrap sample (it
-lacks every case drawn) is ranked after all the others there. Modes: ``statistical`` treats a
-case drawn k times as k observations; ``challenger`` reproduces challengeR 1.0.5's bootstrap
-(see ``docs/ranking.md``).
+Ranks use ties "min" unless ``Options.ties`` names another of R's ties methods. A task with one
+algorithm ranks it first. An algorithm without any result in a bootstrap sample (it lacks every
+case drawn) is ranked after all the others there (aggregate-then-rank). Modes:
+``statistical`` treats a case drawn k times as k observations; ``challenger`` reproduces
+challengeR 1.0.5's bootstrap (see ``docs/ranking.md``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Options:
     alpha: float = 0.05
     adjust: str = "holm"
     mode: str = "statistical"
+    ties: str = "min"
 
 
 @dataclass
@@ -96,33 +99,44 @@ def score(
     ``keep_pvalues`` keeps test-then-rank's raw and adjusted p-values (for the full data; the
     bootstrap needs only which pairs are significant).
     """
+    ties = options.ties
     if method.kind == "aggregate-then-rank":
         oriented = stats.aggregate(np.moveaxis(task.values[:, draws], 0, 1), method.aggregate)
-        return Scores(task.sign * oriented, stats.rank_min(oriented, missing_last=True))
+        return Scores(task.sign * oriented, stats.rank(oriented, ties, missing_last=True))
     counts = _counts(draws, len(task.cases))
     if method.kind == "rank-then-aggregate":
-        case_ranks = stats.rank_min(task.values.T).T  # within each case, over algorithms
-        sample = np.moveaxis(case_ranks[:, draws], 0, 1)  # [sample, algorithm, position]
+        by_case = task.values.T  # [case, algorithm]: a case's ranks do not depend on the sample
         if options.mode == "challenger":
-            # challengeR keeps a drawn case's id, so its k copies are ranked as one group:
-            # each copy of rank r gets k (r - 1) + 1 with ties "min"
-            k = np.take_along_axis(counts, draws, axis=1)[:, None, :]
-            sample = k * (sample - 1) + 1
-        mean_rank = stats.aggregate(sample, method.aggregate)
-        return Scores(mean_rank, stats.rank_min(mean_rank, larger_better=False, missing_last=True))
+            # challengeR keeps a drawn case's id, so its k copies are ranked as one group: rank
+            # every case once for each multiplicity k, then look up (case, k) per position
+            k = np.take_along_axis(counts, draws, axis=1).astype(np.intp)
+            ks = np.arange(1, int(k.max()) + 1, dtype=np.float64)
+            grouped = np.broadcast_to(
+                by_case[:, None, :], (*by_case.shape[:1], ks.size, by_case.shape[1])
+            )
+            table = stats.rank_missing_worst(grouped, ties, copies=ks[None, :])
+            case_ranks = table[draws, k - 1]  # [sample, position, algorithm]
+        else:
+            case_ranks = stats.rank_missing_worst(by_case, ties)[draws]
+        mean_rank = stats.aggregate(np.swapaxes(case_ranks, 1, 2), method.aggregate)
+        return Scores(
+            mean_rank, stats.rank(mean_rank, ties, larger_better=False, missing_last=True)
+        )
     # test-then-rank; challengeR matches pairs by case id, so a repeated case counts once
     weights = (counts > 0).astype(np.float64) if options.mode == "challenger" else counts
     p, pairs = signed_rank_pvalues(task.values, weights)
     n_alg = p.shape[-1]
     off = ~np.eye(n_alg, dtype=bool)  # the family: all ordered pairs of the task
     significant = np.zeros(p.shape, dtype=bool)
-    significant[:, off] = stats.reject(p[:, off], options.adjust, options.alpha)
-    share = significant.sum(axis=-1) / (n_alg - 1)
-    result = Scores(share, stats.rank_min(share))
+    if n_alg > 1:
+        significant[:, off] = stats.reject(p[:, off], options.adjust, options.alpha)
+    share = significant.sum(axis=-1) / max(n_alg - 1, 1)
+    result = Scores(share, stats.rank(share, ties))
     if keep_pvalues:
         result.pvalues, result.pairs = p, pairs
         result.adjusted = np.full_like(p, np.nan)
-        result.adjusted[:, off] = stats.adjust_pvalues(p[:, off], options.adjust)
+        if n_alg > 1:
+            result.adjusted[:, off] = stats.adjust_pvalues(p[:, off], options.adjust)
     return result
 
 

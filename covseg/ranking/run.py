@@ -17,12 +17,13 @@ from covseg.ranking.bootstrap import (
     draws_to_frame,
     make_draws,
     run_bootstrap,
+    summarize_consensus,
     summarize_kendall,
     summarize_ranks,
 )
 from covseg.ranking.consensus import CONSENSUS, consensus
 from covseg.ranking.methods import METHODS, MODES, Method, Options, full_sample, score
-from covseg.ranking.table import RankingInputError, Task, build_tasks, validate_table
+from covseg.ranking.table import MISSING, RankingInputError, Task, build_tasks, validate_table
 
 
 @dataclass
@@ -33,6 +34,9 @@ class RankingResult:
     p_value, p_adjusted, significant. ``consensus``: method, algorithm, value, rank (Euclidean).
     ``bootstrap_ranks``: method, task, algorithm, b, rank. ``bootstrap_summary``: method, task,
     algorithm, rank, mean_rank, median_rank, q025, q975, prop_rank1, rank_freq.
+    ``bootstrap_consensus``: method, algorithm, value, rank, median_rank, q025, q975 (the
+    consensus of each bootstrap sample). ``notes``: one line each on missing results, left-out
+    algorithms and tasks left out of the bootstrap.
     """
 
     rankings: pd.DataFrame
@@ -46,6 +50,8 @@ class RankingResult:
     draws: pd.DataFrame = field(default_factory=pd.DataFrame)
     tasks: list[Task] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
+    bootstrap_consensus: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
 
 
 def parse_methods(methods: Iterable[str]) -> list[Method]:
@@ -71,6 +77,9 @@ def run_ranking(
     smaller_better: Iterable[str] = (),
     draws: pd.DataFrame | None = None,
     progress: bool = False,
+    ties: str = "min",
+    missing: str = "na.rm",
+    plot_format: str = "png",
 ) -> RankingResult:
     """Rank the algorithms of a long table (``task, case, algorithm, value``) per task.
 
@@ -97,39 +106,52 @@ def run_ranking(
         Explicit bootstrap draws (``b, task, pos, case``) to replay.
     progress
         Show a progress bar during the bootstrap.
+    ties
+        R's ties method for every rank: ``min`` (challengeR's default), ``max``, ``average``,
+        ``first`` or ``last``.
+    missing
+        ``na.rm`` leaves missing results out (an algorithm without any result in a task leaves
+        that task); ``error`` refuses a table with missing results (challengeR without
+        ``na.treat``). Fill them first with :func:`fill_missing` to count them instead.
+    plot_format
+        ``png`` (default), ``svg``, ``both`` or ``none``: the files of ``plots/``.
 
     Raises
     ------
     RankingInputError
         Unusable table, draws or settings (one-line message).
     """
-    parsed = _check_settings(methods, bootstrap, alpha, adjust, mode)
-    options = Options(alpha=alpha, adjust=adjust, mode=mode)
-    tasks = build_tasks(validate_table(table), smaller_better)
+    parsed = _check_settings(methods, bootstrap, alpha, adjust, mode, ties, missing)
+    options = Options(alpha=alpha, adjust=adjust, mode=mode, ties=ties)
+    tasks, notes = build_tasks(validate_table(table), smaller_better, missing)
     rankings, pairwise = _full_data(parsed, tasks, options)
     full_ranks = {
         (str(m), str(t)): g["rank"].to_numpy(dtype=np.float64)
         for (m, t), g in rankings.groupby(["method", "task"], sort=False)
     }
+    boot_tasks = _bootstrap_tasks(tasks, bootstrap if draws is None else 1, notes)
     if draws is not None:
-        sample_draws = draws_from_frame(draws, tasks)
+        sample_draws = draws_from_frame(draws, boot_tasks)
     else:
-        sample_draws = make_draws(tasks, bootstrap, seed) if bootstrap else {}
+        sample_draws = make_draws(boot_tasks, bootstrap, seed) if bootstrap else {}
     ranks = pd.DataFrame(columns=["method", "task", "algorithm", "b", "rank"])
     kendall = pd.DataFrame(columns=["method", "task", "b", "tau"])
     summary = pd.DataFrame()
     kendall_summary = pd.DataFrame()
+    boot_consensus = pd.DataFrame()
+    cons = consensus(rankings, "euclidean")
     if sample_draws:
         n_samples = next(iter(sample_draws.values())).shape[0]
-        with _progress(progress, n_samples * len(parsed) * len(tasks)) as advance:
-            boot = run_bootstrap(parsed, tasks, sample_draws, options, full_ranks, advance)
+        with _progress(progress, n_samples * len(parsed) * len(boot_tasks)) as advance:
+            boot = run_bootstrap(parsed, boot_tasks, sample_draws, options, full_ranks, advance)
         ranks, kendall = boot.ranks, boot.kendall
         summary = summarize_ranks(ranks, rankings)
         kendall_summary = summarize_kendall(kendall)
+        boot_consensus = summarize_consensus(ranks, cons)
     result = RankingResult(
         rankings=rankings,
         pairwise=pairwise,
-        consensus=consensus(rankings, "euclidean"),
+        consensus=cons,
         bootstrap_ranks=ranks,
         bootstrap_summary=summary,
         kendall=kendall,
@@ -138,7 +160,7 @@ def run_ranking(
             [consensus(rankings, how).assign(consensus=how) for how in CONSENSUS],
             ignore_index=True,
         ),
-        draws=draws_to_frame(sample_draws, tasks) if sample_draws else pd.DataFrame(),
+        draws=draws_to_frame(sample_draws, boot_tasks) if sample_draws else pd.DataFrame(),
         tasks=tasks,
         settings={
             "methods": [m.name for m in parsed],
@@ -147,18 +169,46 @@ def run_ranking(
             "alpha": alpha,
             "adjust": adjust,
             "mode": mode,
+            "ties": ties,
+            "missing": missing,
+            "plot_format": plot_format,
             "smaller_better": sorted(set(smaller_better)),
+            "bootstrapped_tasks": [t.name for t in boot_tasks] if sample_draws else [],
         },
+        bootstrap_consensus=boot_consensus,
+        notes=notes,
     )
     if out_dir is not None:
         from covseg.ranking.report import write_outputs
 
-        write_outputs(result, out_dir)
+        write_outputs(result, out_dir, plot_format)
     return result
 
 
+def _bootstrap_tasks(tasks: Sequence[Task], bootstrap: int, notes: list[str]) -> list[Task]:
+    """The tasks to bootstrap: those with more than one case (challengeR refuses one case)."""
+    if not bootstrap:
+        return list(tasks)
+    kept = [t for t in tasks if len(t.cases) > 1]
+    if not kept:
+        what = "the task has" if len(tasks) == 1 else "every task has"
+        raise RankingInputError(
+            f"{what} only 1 case: bootstrapping one case is not sensible (use --bootstrap 0)"
+        )
+    if len(kept) < len(tasks):
+        left = ", ".join(t.name for t in tasks if len(t.cases) <= 1)
+        notes.append(f"task(s) {left} with only 1 case left out of the bootstrap")
+    return kept
+
+
 def _check_settings(
-    methods: Iterable[str], bootstrap: int, alpha: float, adjust: str, mode: str
+    methods: Iterable[str],
+    bootstrap: int,
+    alpha: float,
+    adjust: str,
+    mode: str,
+    ties: str,
+    missing: str,
 ) -> list[Method]:
     try:
         parsed = parse_methods([methods] if isinstance(methods, str) else methods)
@@ -174,6 +224,15 @@ def _check_settings(
         raise RankingInputError(f"unknown mode {mode!r} (use {', '.join(MODES)})")
     if bootstrap < 0:
         raise RankingInputError("the number of bootstrap samples cannot be negative")
+    if ties not in stats.TIES:
+        raise RankingInputError(f"unknown ties method {ties!r} (use {', '.join(stats.TIES)})")
+    if ties in ("first", "last") and mode == "challenger" and bootstrap:
+        raise RankingInputError(
+            f"ties {ties!r} is not defined for challenger mode's grouped copies (use min, max "
+            "or average)"
+        )
+    if missing not in MISSING:
+        raise RankingInputError(f"unknown missing-value treatment {missing!r} (use na.rm, error)")
     return parsed
 
 

@@ -1,8 +1,9 @@
 """Numerical building blocks shared by the ranking methods, vectorised along the last axis.
 
 Everything here matches R's semantics where challengeR relies on R: ``mean`` (an accurate sum,
-so that equal values stay equal after aggregation), ``rank`` with ties ``"min"`` and
-``"average"``, ``p.adjust`` and Kendall's tau-b (``cor(method="kendall")``).
+so that equal values stay equal after aggregation), ``rank`` with its ties methods (and
+challengeR's ``rankNA2``, missing values ranked worst), ``p.adjust`` and Kendall's tau-b
+(``cor(method="kendall")``).
 """
 
 from __future__ import annotations
@@ -80,34 +81,99 @@ def aggregate(x: NDArray[np.floating], how: str) -> FloatArray:
         return np.asarray(reducers[how](x, axis=-1), dtype=np.float64)
 
 
-def rank_min(
-    x: NDArray[np.floating], larger_better: bool = True, missing_last: bool = False
-) -> FloatArray:
-    """Ranks along the last axis, ties ``"min"`` (1 = best).
+TIES = ("min", "max", "average", "first", "last")
+"""Ties methods of R's ``rank`` that covseg offers (``random`` is not: a ranking by chance)."""
 
-    NaN entries get NaN ranks, or with ``missing_last`` share the rank after all the others.
+
+def _compare(x: FloatArray, larger_better: bool) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Per entry of the last axis: how many others are strictly better, and which are equal.
+
+    NaN compares false with everything, itself included.
+    """
+    a, b = x[..., :, None], x[..., None, :]
+    better = ((b > a) if larger_better else (b < a)).sum(axis=-1)
+    return better, b == a
+
+
+def _apply_ties(
+    better: NDArray[np.intp],
+    equal: NDArray[np.bool_],
+    ties: str,
+    copies: FloatArray | float = 1.0,
+) -> FloatArray:
+    """R's rank from the comparison counts; ``copies`` k ranks k identical copies of each value
+    together (challengeR's bootstrap groups a drawn case's copies: see ``docs/ranking.md``)."""
+    n_equal = equal.sum(axis=-1)
+    if ties == "min":
+        return np.asarray(copies * better + 1.0, dtype=np.float64)
+    if ties == "max":
+        return np.asarray(copies * (better + n_equal), dtype=np.float64)
+    if ties == "average":
+        return np.asarray(copies * better + (copies * n_equal + 1.0) / 2.0, dtype=np.float64)
+    if ties not in ("first", "last"):
+        raise ValueError(f"unknown ties method {ties!r} (use {', '.join(TIES)})")
+    if not np.all(np.asarray(copies) == 1):
+        raise ValueError(f"ties {ties!r} is not defined for grouped copies")
+    index = np.arange(equal.shape[-1])
+    order = index[None, :] < index[:, None] if ties == "first" else index[None, :] > index[:, None]
+    return np.asarray(better + (equal & order).sum(axis=-1) + 1.0, dtype=np.float64)
+
+
+def rank(
+    x: NDArray[np.floating],
+    ties: str = "min",
+    larger_better: bool = True,
+    missing_last: bool = False,
+) -> FloatArray:
+    """R's ``rank`` along the last axis (1 = best) with ``ties`` one of :data:`TIES`.
+
+    ``first``/``last`` break ties by position along the axis. NaN entries get NaN ranks, or with
+    ``missing_last`` rank after all the others (tied among themselves by ``ties``).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if missing_last:
+        # present values must be finite (validate_table refuses inf), so -inf/inf ranks last
+        x = np.where(np.isnan(x), -np.inf if larger_better else np.inf, x)
+    better, equal = _compare(x, larger_better)
+    return np.where(np.isnan(x), np.nan, _apply_ties(better, equal, ties))
+
+
+def rank_missing_worst(
+    x: NDArray[np.floating],
+    ties: str = "min",
+    larger_better: bool = True,
+    copies: FloatArray | float = 1.0,
+) -> FloatArray:
+    """challengeR's ``rankNA2`` along the last axis: each missing value gets the worst rank.
+
+    Present values are ranked with ``ties``; every NaN gets the largest present rank plus 1
+    (``average``: plus the mean of 1..m over the m missing values), 1 if nothing is present.
+    ``copies`` (broadcast against ``x[..., 0]``) ranks that many copies of each value together.
     """
     x = np.asarray(x, dtype=np.float64)
     missing = np.isnan(x)
-    if missing_last:
-        x = np.where(missing, -np.inf if larger_better else np.inf, x)
-    a, b = x[..., :, None], x[..., None, :]
-    better = (b > a) if larger_better else (b < a)
-    ranks = better.sum(axis=-1).astype(np.float64) + 1.0
-    if missing_last:
-        # every present value beats a missing one, even a present -inf/inf (not allowed anyway)
-        return np.where(missing, (~missing).sum(axis=-1, keepdims=True) + 1.0, ranks)
-    return np.where(missing, np.nan, ranks)
+    k = np.asarray(copies, dtype=np.float64)[..., None] if np.ndim(copies) else copies
+    better, equal = _compare(x, larger_better)
+    ranks = np.where(missing, -np.inf, _apply_ties(better, equal, ties, k))
+    top = ranks.max(axis=-1, keepdims=True)
+    top = np.where(np.isinf(top), 0.0, top)
+    if ties == "average":
+        fill = top + (k * missing.sum(axis=-1, keepdims=True) + 1.0) / 2.0
+    else:
+        fill = top + 1.0
+    return np.where(missing, fill, ranks)
+
+
+def rank_min(
+    x: NDArray[np.floating], larger_better: bool = True, missing_last: bool = False
+) -> FloatArray:
+    """Ranks along the last axis, ties ``"min"`` (1 = best); see :func:`rank`."""
+    return rank(x, "min", larger_better, missing_last)
 
 
 def rank_average(x: NDArray[np.floating], larger_better: bool = True) -> FloatArray:
     """Ranks along the last axis, ties as average ranks (R's ``ties.method="average"``)."""
-    x = np.asarray(x, dtype=np.float64)
-    a, b = x[..., :, None], x[..., None, :]
-    better = ((b > a) if larger_better else (b < a)).sum(axis=-1)
-    equal = (b == a).sum(axis=-1)
-    ranks = better + (equal + 1) / 2.0
-    return np.where(np.isnan(x), np.nan, ranks)
+    return rank(x, "average", larger_better)
 
 
 def adjust_pvalues(p: NDArray[np.floating], method: str = "holm") -> FloatArray:
