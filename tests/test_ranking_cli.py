@@ -40,6 +40,8 @@ def test_rank_long_csv_writes_everything(tmp_path: Path) -> None:
             "all",
             "--bootstrap",
             "20",
+            "--plots",
+            "both",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -65,19 +67,26 @@ def test_rank_long_csv_writes_everything(tmp_path: Path) -> None:
     assert list(boot.columns) == ["method", "task", "algorithm", "b", "rank"]
     assert len(boot) == 3 * 2 * 4 * 20
     assert (out / "bootstrap_summary.csv").is_file()
-    names = {p.name for p in (out / "plots").iterdir()}
-    for stem in (
-        "boxplot_dice",
-        "podium_nsd",
-        "ranking_heatmap_dice",
-        "significance_map_dice",
-        "blob_nsd",
-        "blob_across_tasks",
-        "kendall_violin",
-    ):
-        assert f"{stem}.png" in names and f"{stem}.svg" in names
+    # every method gets every plot, in its own folder; the line plot compares the methods
+    pngs = [p for p in (out / "plots").rglob("*.png")]
+    for method in ("aggregate-then-rank", "rank-then-aggregate", "test-then-rank"):
+        names = {p.name for p in (out / "plots" / method).iterdir()}
+        for stem in (
+            "boxplot_dice",
+            "podium_nsd",
+            "ranking_heatmap_dice",
+            "significance_map_dice",
+            "blob_nsd",
+            "blob_across_tasks",
+            "kendall_violin",
+        ):
+            assert f"{stem}.png" in names and f"{stem}.svg" in names
+    assert (out / "plots" / "line_plot.png").is_file()
+    assert len(pngs) == 3 * (2 * 5 + 2) + 1
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
+    assert html.count("data:image/png;base64,") == len(pngs)
+    for method in ("aggregate-then-rank", "rank-then-aggregate", "test-then-rank"):
+        assert f"<h2>Plots: {method}</h2>" in html
     assert "Wilcoxon" in html and "A3" in html
     # replaying the written draws gives the same bootstrap ranks
     again = tmp_path / "again"

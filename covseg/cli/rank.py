@@ -41,20 +41,47 @@ def rank(
     draws: Path | None = typer.Option(
         None, "--draws", help="Replay bootstrap draws from a CSV with columns b, task, pos, case."
     ),
+    tasks: str | None = typer.Option(
+        None,
+        "--tasks",
+        help="Folder: metric columns of metrics.csv to rank, each split by subset (default "
+        "dice,nsd,nave; e.g. dice,nsd,nave,lesion_f1). Long CSV: the task names to rank.",
+    ),
+    ties: str = typer.Option(
+        "min", "--ties", help="R's ties method for every rank: min, max, average, first, last."
+    ),
+    missing: str = typer.Option(
+        "na.rm",
+        "--missing",
+        help="Missing results: na.rm (leave them out, challengeR's na.rm) or error (refuse, "
+        "as challengeR without na.treat). --fill-missing fills them instead.",
+    ),
+    plots: str = typer.Option(
+        "png", "--plots", help="Plot files: png, svg, both or none (the report embeds them)."
+    ),
 ) -> None:
-    """Rank algorithms per task, build the consensus, bootstrap, and write CSVs, plots and
-    report.html.
+    """Rank algorithms per task, build the consensus, bootstrap, write CSVs, plots and
+    report.html, and print the consensus ranking.
 
     Example: ``covseg rank results/ -o ranking/ --method all --bootstrap 1000``
+
+    Lesion-aware: ``covseg rank results/ -o ranking/ --tasks dice,nsd,nave,lesion_f1``
     """
     import pandas as pd
 
     from covseg.ranking import RankingInputError, fill_missing, load_results, run_ranking
+    from covseg.ranking.plots import FORMATS
+    from covseg.ranking.report import consensus_text
 
     if not results.exists():
         raise fail(f"{results}: no such file or folder")
+    if plots not in FORMATS:
+        raise fail(f"--plots: {plots!r} is not one of {', '.join(FORMATS)}")
+    names = None if tasks is None else [t.strip() for t in tasks.split(",") if t.strip()]
+    if names is not None and not names:
+        raise fail("--tasks: no task or metric named")
     try:
-        table, auto_smaller = load_results(results)
+        table, auto_smaller = load_results(results, names)
     except RankingInputError as e:
         raise fail(f"{results}: {e}") from None
     smaller_better = auto_smaller | set(smaller)
@@ -70,7 +97,7 @@ def rank(
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise fail(f"{draws}: cannot read draws ({e})") from None
     try:
-        run_ranking(
+        result = run_ranking(
             table,
             out_dir,
             methods=method,
@@ -82,9 +109,15 @@ def rank(
             smaller_better=smaller_better,
             draws=replay,
             progress=True,
+            ties=ties,
+            missing=missing,
+            plot_format=plots,
         )
     except RankingInputError as e:
         raise fail(
             f"{draws if replay is not None and 'draws' in str(e) else results}: {e}"
         ) from None
-    typer.echo(f"wrote {out_dir / 'report.html'} and the CSVs and plots beside it")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(consensus_text(result))
+    typer.echo(f"report: {out_dir / 'report.html'} (CSVs and plots beside it)")

@@ -85,7 +85,9 @@ TIES = ("min", "max", "average", "first", "last")
 """Ties methods of R's ``rank`` that covseg offers (``random`` is not: a ranking by chance)."""
 
 
-def _compare(x: FloatArray, larger_better: bool) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+def _compare(
+    x: NDArray[np.floating], larger_better: bool
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Per entry of the last axis: how many others are strictly better, and which are equal.
 
     NaN compares false with everything, itself included.

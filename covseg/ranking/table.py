@@ -170,7 +170,7 @@ def build_tasks(
                 f"{wide.index[a]} on case {wide.columns[c]}; choose a treatment "
                 "(--missing na.rm, or --fill-missing VALUE|worst)"
             )
-        empty = holes.all(axis=1)
+        empty: NDArray[np.bool_] = np.asarray(holes.all(axis=1), dtype=bool)
         if empty.all():
             raise RankingInputError(f"task {name}: no algorithm has a result")
         if holes.any():
@@ -180,7 +180,7 @@ def build_tasks(
                     f"; without any result, left out of the task: {', '.join(wide.index[empty])}"
                 )
             notes.append(note)
-        wide = wide[~empty]
+        wide = wide.loc[~empty]
         sign = -1.0 if name in smaller else 1.0
         tasks.append(
             Task(
