@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from covseg.ranking import stats
-from covseg.ranking.methods import Method, Options, score
+from covseg.ranking.methods import Method, Options, score, task_view
 from covseg.ranking.table import RankingInputError, Task
 
 Draws = dict[str, NDArray[np.intp]]
@@ -109,7 +109,7 @@ def run_bootstrap(
     called after each block of ``n`` samples (for a progress bar).
     """
     units = [
-        (method, task, start)
+        (method, task_view(method, task), start)
         for method in methods
         for task in tasks
         for start in range(0, draws[task.name].shape[0], _BLOCK)

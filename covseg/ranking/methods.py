@@ -82,6 +82,13 @@ class Scores:
     pairs: NDArray[np.float64] | None = None  # complete pairs per test
 
 
+def task_view(method: Method, task: Task) -> Task:
+    """The task as ``method`` ranks it: rank-then-aggregate ranks every algorithm taking part
+    (missing values rank worst, as challengeR's ``rankNA2``); the others leave out algorithms
+    without any result (``na.rm``)."""
+    return task if method.kind == "rank-then-aggregate" else task.with_results()
+
+
 def full_sample(task: Task) -> NDArray[np.intp]:
     """The full data as one "sample": every case once."""
     return np.arange(len(task.cases))[None, :]

@@ -35,6 +35,7 @@ from matplotlib.textpath import TextToPath
 from numpy.typing import NDArray
 
 from covseg.ranking import stats
+from covseg.ranking.methods import Method, task_view
 from covseg.ranking.run import RankingResult
 from covseg.ranking.table import Task
 
@@ -516,7 +517,8 @@ def _plan(result: RankingResult, method: str) -> list[tuple[str, str, Callable[[
     has_bootstrap = not boot.empty
     per_task = dict(list(boot[boot.method == method].groupby("task", sort=False)))
     plan: list[tuple[str, str, Callable[[], Figure]]] = []
-    for task in result.tasks:
+    for full_task in result.tasks:
+        task = task_view(Method.parse(method), full_task)
         order = _order(result, task, method)
         slug = _slug(task.name)
         plan += [

@@ -22,7 +22,15 @@ from covseg.ranking.bootstrap import (
     summarize_ranks,
 )
 from covseg.ranking.consensus import CONSENSUS, consensus
-from covseg.ranking.methods import METHODS, MODES, Method, Options, full_sample, score
+from covseg.ranking.methods import (
+    METHODS,
+    MODES,
+    Method,
+    Options,
+    full_sample,
+    score,
+    task_view,
+)
 from covseg.ranking.table import MISSING, RankingInputError, Task, build_tasks, validate_table
 
 
@@ -243,9 +251,13 @@ def _full_data(
     rankings, pairwise = [], []
     test = Method("test-then-rank")
     with threadpool_limits(limits=1):  # tiny matrix products: threads only cost here
-        tested = {t.name: score(test, t, full_sample(t), options, keep_pvalues=True) for t in tasks}
+        tested = {
+            t.name: score(test, view, full_sample(view), options, keep_pvalues=True)
+            for t in tasks
+            for view in [task_view(test, t)]
+        }
         others = {
-            (m.name, t.name): score(m, t, full_sample(t), options)
+            (m.name, t.name): score(m, task_view(m, t), full_sample(t), options)
             for m in methods
             if m.kind != "test-then-rank"
             for t in tasks
@@ -258,7 +270,7 @@ def _full_data(
                     {
                         "method": method.name,
                         "task": task.name,
-                        "algorithm": task.algorithms,
+                        "algorithm": task_view(method, task).algorithms,
                         "value": s.value[0],
                         "rank": s.rank[0].astype(int),
                     }
@@ -267,8 +279,8 @@ def _full_data(
     for task in tasks:
         s = tested[task.name]
         assert s.pvalues is not None and s.adjusted is not None and s.pairs is not None
-        x, y = np.nonzero(~np.eye(len(task.algorithms), dtype=bool))
-        names = np.asarray(task.algorithms)
+        names = np.asarray(task_view(test, task).algorithms)
+        x, y = np.nonzero(~np.eye(len(names), dtype=bool))
         adjusted = s.adjusted[0, x, y]
         pairwise.append(
             pd.DataFrame(

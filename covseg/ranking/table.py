@@ -4,9 +4,10 @@ A long table has one row per (task, case, algorithm) with columns ``task, case, 
 value``. An algorithm takes part in a task when it has at least one row there. A NaN value, or
 an absent row of a taking-part algorithm, is a missing result (challengeR's ``as.challenge``
 inserts them as NA the same way); with ``na.rm`` it is left out of that algorithm's aggregate
-and of the pairs it belongs to, rank-then-aggregate gives it the worst rank of its case, and an
-algorithm without any result in a task is left out of that task. :func:`fill_missing` replaces
-missing results first when asked.
+and of the pairs it belongs to, and an algorithm without any result in a task is left out of
+that task's aggregate-then-rank and test-then-rank rankings; rank-then-aggregate (which has no
+``na.treat`` in challengeR) gives every missing value the worst rank of its case, so it ranks
+such an algorithm too. :func:`fill_missing` replaces missing results first when asked.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ class Task:
     cases: tuple[str, ...]
     values: NDArray[np.float64]
     sign: float
+
+    def with_results(self) -> Task:
+        """The task without its algorithms that have no result at all (``na.rm``)."""
+        keep = ~np.isnan(self.values).all(axis=1)
+        if keep.all():
+            return self
+        names = tuple(a for a, k in zip(self.algorithms, keep, strict=True) if k)
+        return Task(self.name, names, self.cases, self.values[keep], self.sign)
 
 
 def validate_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -143,9 +152,9 @@ def build_tasks(
 ) -> tuple[list[Task], list[str]]:
     """Split a validated long table into :class:`Task` matrices (tasks in order of appearance).
 
-    Each task holds the algorithms that take part in it and have at least one result there
-    (sorted by name). With ``missing="error"`` any missing result is refused (challengeR
-    without ``na.treat``).
+    Each task holds the algorithms that take part in it (sorted by name); those without any
+    result are dropped by :meth:`Task.with_results` where a method leaves them out. With
+    ``missing="error"`` any missing result is refused (challengeR without ``na.treat``).
 
     Returns
     -------
@@ -177,10 +186,11 @@ def build_tasks(
             note = f"task {name}: {int(holes[~empty].sum())} missing result(s) left out (na.rm)"
             if empty.any():
                 note += (
-                    f"; without any result, left out of the task: {', '.join(wide.index[empty])}"
+                    f"; without any result: {', '.join(wide.index[empty])} (left out of "
+                    "aggregate-then-rank and test-then-rank, last on every case in "
+                    "rank-then-aggregate)"
                 )
             notes.append(note)
-        wide = wide.loc[~empty]
         sign = -1.0 if name in smaller else 1.0
         tasks.append(
             Task(
