@@ -7,6 +7,11 @@ import typer
 from covseg.cli._app import app, fail
 
 
+def _bad(message: str) -> typer.Exit:
+    """Bad input: one line, exit status 2."""
+    return fail(message, 2)
+
+
 @app.command()
 def rank(
     results: Path = typer.Argument(
@@ -74,16 +79,16 @@ def rank(
     from covseg.ranking.report import consensus_text
 
     if not results.exists():
-        raise fail(f"{results}: no such file or folder")
+        raise _bad(f"{results}: no such file or folder")
     if plots not in FORMATS:
-        raise fail(f"--plots: {plots!r} is not one of {', '.join(FORMATS)}")
+        raise _bad(f"--plots: {plots!r} is not one of {', '.join(FORMATS)}")
     names = None if tasks is None else [t.strip() for t in tasks.split(",") if t.strip()]
     if names is not None and not names:
-        raise fail("--tasks: no task or metric named")
+        raise _bad("--tasks: no task or metric named")
     try:
         table, auto_smaller = load_results(results, names)
     except RankingInputError as e:
-        raise fail(f"{results}: {e}") from None
+        raise _bad(f"{results}: {e}") from None
     smaller_better = auto_smaller | set(smaller)
     replay = None
     try:
@@ -93,9 +98,9 @@ def rank(
         if draws is not None:
             replay = pd.read_csv(draws, dtype={"task": str, "case": str})
     except ValueError:
-        raise fail(f"--fill-missing: {fill!r} is neither a number nor 'worst'") from None
+        raise _bad(f"--fill-missing: {fill!r} is neither a number nor 'worst'") from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise fail(f"{draws}: cannot read draws ({e})") from None
+        raise _bad(f"{draws}: cannot read draws ({e})") from None
     try:
         result = run_ranking(
             table,
@@ -114,7 +119,7 @@ def rank(
             plot_format=plots,
         )
     except RankingInputError as e:
-        raise fail(
+        raise _bad(
             f"{draws if replay is not None and 'draws' in str(e) else results}: {e}"
         ) from None
     for note in result.notes:
