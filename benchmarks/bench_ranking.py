@@ -1,26 +1,43 @@
-"""COVID-19-20's final ranking at full size against challengeR's published run times.
+"""COVID-19-20's final ranking at full size: the command as a user runs it, and the library.
 
 Synthetic results with realistic ties (Dice/NSD-like values rounded to 3 decimals, some empty
 predictions scoring 0; NAVE smaller-is-better): 6 tasks x 23 cases, for 12 and 98 algorithms.
-Times ``run_ranking`` (test-then-rank, one-sided Wilcoxon + Holm, consensus; no files written)
-on the full data alone and with 1,000 bootstrap samples, and prints the ratios to challengeR
-1.0.5's times on this kind of machine (issue 3): 36.5 s for the full-data test-then-rank at 98
-algorithms, 33 s per bootstrap sample at 98 algorithms (about 9 hours for 1,000), 500 s for
-1,000 samples at 12 algorithms. Usage::
 
-    .venv/bin/python benchmarks/bench_ranking.py [--samples 1000]
+1. The command (issue 23): ``covseg rank TABLE -o OUT --method test-then-rank --bootstrap 1000
+   --seed 1`` on 98 algorithms, run as a separate process with every output it writes (CSVs,
+   plots, ``report.html``), timed from start to exit (goal: under 30 s on 2 cores), then the
+   same work split in this process: statistics (full data), bootstrap, plots, report (CSVs and
+   HTML).
+2. The library (issue 3): ``run_ranking`` (test-then-rank, one-sided Wilcoxon + Holm,
+   consensus; no files written) on the full data alone and with 1,000 bootstrap samples, with
+   the ratios to challengeR 1.0.5's times on this kind of machine: 36.5 s for the full-data
+   test-then-rank at 98 algorithms, 33 s per bootstrap sample at 98 algorithms (about 9 hours
+   for 1,000), 500 s for 1,000 samples at 12 algorithms.
+
+The load average is printed before and after: on a shared machine, wall times say as much
+about the neighbours as about covseg. Usage::
+
+    .venv/bin/python benchmarks/bench_ranking.py [--samples 1000] [--plots png|svg|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from covseg.ranking import run_ranking
+from covseg.ranking.plots import write_plots
+from covseg.ranking.report import write_outputs
 
 CHALLENGER_FULL_98 = 36.5  # s, full-data test-then-rank, 98 algorithms
 CHALLENGER_PER_SAMPLE_98 = 33.0  # s per bootstrap sample, 98 algorithms
@@ -58,11 +75,53 @@ def timed(table: pd.DataFrame, smaller: set[str], samples: int) -> float:
     return time.perf_counter() - start
 
 
+def command(table: pd.DataFrame, smaller: set[str], samples: int, plots: str) -> None:
+    """Time ``covseg rank`` end to end in its own process, then its parts in this one."""
+    covseg = shutil.which("covseg", path=str(Path(sys.executable).parent)) or "covseg"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "results.csv"
+        table.to_csv(path, index=False)
+        args = [covseg, "rank", str(path), "-o", str(Path(tmp) / "out")]
+        args += ["--method", "test-then-rank", "--bootstrap", str(samples), "--seed", "1"]
+        args += ["--plots", plots, *(a for t in sorted(smaller) for a in ("--smaller", t))]
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        print(
+            f"covseg rank, 98 algorithms x 6 tasks x 23 cases, {samples} samples, every output "
+            f"({plots} plots): {wall:.1f} s wall, {cpu:.1f} s CPU (goal < 30 s wall: "
+            f"{'met' if wall < 30 else 'NOT met'}); load average after: {os.getloadavg()[0]:.1f}"
+        )
+        out = Path(tmp) / "split"
+        t0 = time.perf_counter()
+        run_ranking(table, bootstrap=0, smaller_better=smaller)
+        t1 = time.perf_counter()
+        result = run_ranking(table, bootstrap=samples, seed=1, smaller_better=smaller)
+        t2 = time.perf_counter()
+        write_plots(result, out / "plots", plots)
+        t3 = time.perf_counter()
+        write_outputs(result, out, plots)  # CSVs, plots again and the report
+        t4 = time.perf_counter()
+        statistics, bootstrap = t1 - t0, (t2 - t1) - (t1 - t0)
+        plotting, report = t3 - t2, (t4 - t3) - (t3 - t2)
+        print(
+            f"  split: statistics {statistics:.1f} s, bootstrap {bootstrap:.1f} s, plots "
+            f"{plotting:.1f} s, report (CSVs + HTML) {report:.1f} s; the rest of the wall time "
+            "is start-up (imports) and reading the CSV"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--plots", default="png", choices=("png", "svg", "both"))
     args = parser.parse_args()
     timed(*synthetic(4), 10)  # warm-up: imports, thread pool
+    command(*synthetic(98), args.samples, args.plots)
     results = {}
     for n in (12, 98):
         table, smaller = synthetic(n)
