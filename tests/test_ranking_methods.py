@@ -15,6 +15,7 @@ from covseg.ranking import (
     stats,
     table_from_evaluations,
 )
+from covseg.ranking.bootstrap import summarize_ranks
 from covseg.ranking.methods import Method, Options, score
 from covseg.ranking.table import Task
 from covseg.ranking.wilcoxon import signed_rank_pvalues
@@ -112,9 +113,7 @@ def test_all_ties_every_algorithm_first() -> None:
 
 
 def test_one_case() -> None:
-    result = run_ranking(
-        long_table({"A": [0.9], "B": [0.5], "C": [0.7]}), methods=ALL, bootstrap=0
-    )
+    result = run_ranking(long_table({"A": [0.9], "B": [0.5], "C": [0.7]}), methods=ALL, bootstrap=0)
     assert ranks(result, "aggregate-then-rank") == {"A": 1, "C": 2, "B": 3}
     assert ranks(result, "rank-then-aggregate") == {"A": 1, "C": 2, "B": 3}
     # one difference, n = 1, sigma = 0.5: the better one has V = 1, z = (1 - 0.5 - 0.5) / 0.5
@@ -311,3 +310,27 @@ def test_bad_settings(kwargs: dict, message: str) -> None:
     table = long_table({"A": [0.1, 0.2], "B": [0.3, 0.4]})
     with pytest.raises(RankingInputError, match=message):
         run_ranking(table, bootstrap=0, **kwargs)
+
+
+def test_bootstrap_summary_equals_numpy_per_group() -> None:
+    # the summary is computed from rank counts; it must equal numpy's statistics of each group
+    rng = np.random.default_rng(3)
+    ranks = pd.DataFrame(
+        {
+            "method": "m",
+            "task": np.repeat(["t1", "t2"], 4 * 999),
+            "algorithm": np.tile(np.repeat(["A", "B", "C", "D"], 999), 2),
+            "b": np.tile(np.arange(1, 1000), 8),
+            "rank": rng.integers(1, 5, 8 * 999),
+        }
+    )
+    full = ranks.groupby(["method", "task", "algorithm"], as_index=False)["rank"].min()
+    summary = summarize_ranks(ranks, full).set_index(["task", "algorithm"])
+    for (task, algorithm), group in ranks.groupby(["task", "algorithm"]):
+        r = group["rank"].to_numpy()
+        row = summary.loc[(task, algorithm)]
+        assert row.mean_rank == r.mean() and row.median_rank == np.median(r)
+        assert row.q025 == np.quantile(r, 0.025) and row.q975 == np.quantile(r, 0.975)
+        assert row.prop_rank1 == np.mean(r == 1)
+        values, counts = np.unique(r, return_counts=True)
+        assert row.rank_freq == ";".join(f"{v}:{c}" for v, c in zip(values, counts, strict=True))

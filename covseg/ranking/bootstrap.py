@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from scipy.stats import rankdata
 from threadpoolctl import threadpool_limits
 
 from covseg.ranking import stats
@@ -154,15 +155,43 @@ def summarize_ranks(ranks: pd.DataFrame, rankings: pd.DataFrame) -> pd.DataFrame
     Columns ``method, task, algorithm, rank, mean_rank, median_rank, q025, q975, prop_rank1,
     rank_freq`` (quantiles as R's default type 7; ``rank_freq`` like ``"1:980;2:20"``).
     """
-    grouped = ranks.groupby(["method", "task", "algorithm"], sort=False)["rank"]
-    summary = grouped.agg(
-        mean_rank="mean",
-        median_rank="median",
-        q025=lambda r: float(np.quantile(r, 0.025)),
-        q975=lambda r: float(np.quantile(r, 0.975)),
-        prop_rank1=lambda r: float(np.mean(r == 1)),
-        rank_freq=lambda r: ";".join(f"{k}:{v}" for k, v in sorted(r.value_counts().items())),
-    ).reset_index()
+    keys = ["method", "task", "algorithm"]
+    group = ranks.groupby(keys, sort=False).ngroup().to_numpy()  # numbered by first appearance
+    _, first = np.unique(group, return_index=True)
+    values = ranks["rank"].to_numpy(dtype=np.intp)
+    width = int(values.max()) + 1
+    # counts[g, r]: how often group g took rank r; every statistic follows from the counts
+    counts = np.bincount(group * width + values, minlength=first.size * width).reshape(-1, width)
+    n = counts.sum(axis=1)
+    cumulative = np.cumsum(counts, axis=1)
+
+    def order_statistic(k: NDArray[np.intp]) -> NDArray[np.float64]:
+        """The k-th smallest rank of each group (0-based)."""
+        return (cumulative <= k[:, None]).sum(axis=1).astype(np.float64)
+
+    def quantile(p: float) -> NDArray[np.float64]:
+        """R's type 7 (numpy's linear) quantile, with numpy's interpolation arithmetic."""
+        h = (n - 1) * p
+        low = np.floor(h)
+        t = h - low
+        a = order_statistic(low.astype(np.intp))
+        b = order_statistic(np.minimum(low.astype(np.intp) + 1, n - 1))
+        diff = b - a
+        return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+    freq = [
+        ";".join(f"{r}:{c}" for r, c in zip(np.flatnonzero(row), row[row > 0], strict=True))
+        for row in counts
+    ]
+    summary = ranks.iloc[first][keys].reset_index(drop=True)
+    summary = summary.assign(
+        mean_rank=(counts * np.arange(width)).sum(axis=1) / n,
+        median_rank=quantile(0.5),
+        q025=quantile(0.025),
+        q975=quantile(0.975),
+        prop_rank1=counts[:, 1] / n,
+        rank_freq=freq,
+    )
     full = rankings[["method", "task", "algorithm", "rank"]]
     summary = full.merge(summary, on=["method", "task", "algorithm"], how="inner")
     return summary.sort_values(["method", "task", "rank", "algorithm"], kind="stable").reset_index(
@@ -195,7 +224,11 @@ def summarize_consensus(ranks: pd.DataFrame, consensus: pd.DataFrame) -> pd.Data
         wide = rows.pivot(index=["task", "b"], columns="algorithm", values="rank")
         tasks = wide.index.get_level_values("task").unique()
         cube = wide.to_numpy(dtype=np.float64).reshape(len(tasks), -1, wide.shape[1])
-        mean_rank = stats.mean(np.moveaxis(stats.rank_average(cube, larger_better=False), 0, -1))
+        if np.isnan(cube).any():  # an algorithm not ranked in a task
+            average = stats.rank_average(cube, larger_better=False)
+        else:  # the same ranks by sorting, without the pairwise comparisons
+            average = rankdata(cube, method="average", axis=-1)
+        mean_rank = stats.mean(np.moveaxis(average, 0, -1))
         sample_rank = stats.rank_min(mean_rank, larger_better=False)  # [b, algorithm]
         low, median, high = np.quantile(sample_rank, [0.025, 0.5, 0.975], axis=0)
         parts.append(

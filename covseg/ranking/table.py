@@ -56,7 +56,7 @@ class Task:
 
     def with_results(self) -> Task:
         """The task without its algorithms that have no result at all (``na.rm``)."""
-        keep = ~np.isnan(self.values).all(axis=1)
+        keep: NDArray[np.bool_] = np.asarray(~np.isnan(self.values).all(axis=1), dtype=bool)
         if keep.all():
             return self
         names = tuple(a for a, k in zip(self.algorithms, keep, strict=True) if k)
