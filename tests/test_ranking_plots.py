@@ -73,3 +73,9 @@ def test_one_algorithm_and_every_method_get_every_plot(tmp_path: Path) -> None:
     assert len(written) == 3 * 7 + 1 and all(p.path.stat().st_size > 0 for p in written)
     one = run_ranking(table, methods=["test-then-rank"], bootstrap=5)
     assert all(p.path.parent == tmp_path / "one" for p in plots.write_plots(one, tmp_path / "one"))
+
+
+def test_plot_formats_agree_with_the_settings() -> None:
+    from covseg.ranking.run import PLOT_FORMATS
+
+    assert tuple(plots.FORMATS) == PLOT_FORMATS

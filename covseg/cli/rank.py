@@ -38,7 +38,10 @@ def rank(
         help="Bootstrap mode: statistical or challenger (challengeR 1.0.5).",
     ),
     smaller: list[str] = typer.Option(
-        [], "--smaller", help="A task where smaller is better (repeatable; NAVE is automatic)."
+        [],
+        "--smaller",
+        help="A task where smaller is better (repeatable; for a folder of metrics.csv each "
+        "metric's direction comes from the metric registry).",
     ),
     fill: str | None = typer.Option(
         None, "--fill-missing", help="Replace missing results by a number or 'worst'."

@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "both": ("png", "svg"),
     "none": (),
 }
-"""``plot_format`` values and the files each writes."""
+"""``plot_format`` values (:data:`covseg.ranking.run.PLOT_FORMATS`) and the files each writes."""
 
 
 @dataclass(frozen=True)
@@ -459,7 +460,8 @@ def write_plots(
 
     With one method the files lie in ``out_dir``; with several, each method's in its own
     sub-folder (``out_dir/test-then-rank/...``) and the line plot in ``out_dir``. ``workers``
-    processes render the plots (default: the CPUs available, at most 4; 1 renders here).
+    processes render the plots (default: the CPUs available, at most 4, when this process runs
+    no other thread, so never forked from a server's thread pool; 1 renders here).
     """
     if plot_format not in FORMATS:
         raise ValueError(f"unknown plot format {plot_format!r} (use {', '.join(FORMATS)})")
@@ -471,7 +473,8 @@ def write_plots(
     for folder in {job[0] for job in jobs}:
         folder.mkdir(exist_ok=True)
     if workers is None:
-        workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        workers = min(4, cpus) if threading.active_count() == 1 else 1
     global _WORK
     _WORK = (jobs, formats)
     try:

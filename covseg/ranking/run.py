@@ -33,6 +33,9 @@ from covseg.ranking.methods import (
 )
 from covseg.ranking.table import MISSING, RankingInputError, Task, build_tasks, validate_table
 
+PLOT_FORMATS = ("png", "svg", "both", "none")
+"""What ``plots/`` holds: PNG (default), SVG, both, or no plot files."""
+
 
 @dataclass
 class RankingResult:
@@ -119,8 +122,9 @@ def run_ranking(
         ``first`` or ``last``.
     missing
         ``na.rm`` leaves missing results out (an algorithm without any result in a task leaves
-        that task); ``error`` refuses a table with missing results (challengeR without
-        ``na.treat``). Fill them first with :func:`fill_missing` to count them instead.
+        that task, except in rank-then-aggregate, where missing values rank worst); ``error``
+        refuses a table with missing results (challengeR without ``na.treat``). Fill them
+        first with :func:`fill_missing` to count them instead.
     plot_format
         ``png`` (default), ``svg``, ``both`` or ``none``: the files of ``plots/``.
 
@@ -130,6 +134,10 @@ def run_ranking(
         Unusable table, draws or settings (one-line message).
     """
     parsed = _check_settings(methods, bootstrap, alpha, adjust, mode, ties, missing)
+    if plot_format not in PLOT_FORMATS:
+        raise RankingInputError(
+            f"unknown plot format {plot_format!r} (use {', '.join(PLOT_FORMATS)})"
+        )
     options = Options(alpha=alpha, adjust=adjust, mode=mode, ties=ties)
     tasks, notes = build_tasks(validate_table(table), smaller_better, missing)
     rankings, pairwise = _full_data(parsed, tasks, options)
