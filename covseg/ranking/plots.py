@@ -59,8 +59,9 @@ class Plot:
     path: Path
 
 
-def literal(text: str) -> str:
-    """``text`` as matplotlib shows it literally (``$`` escaped, so never mathtext)."""
+def _literal(text: str) -> str:
+    """``text`` as matplotlib prints it verbatim: ``$`` escaped, so no mathtext is parsed (a
+    name like ``T $\\bad$`` would otherwise stop the plot)."""
     return text.replace("$", r"\$")
 
 
@@ -72,7 +73,7 @@ def _label_size(n: int) -> float:
 def _text_width(text: str, size: float) -> float:
     """Width of ``text`` in inches at font ``size`` (points), as plain text."""
     width, _, _ = TextToPath().get_text_width_height_descent(
-        literal(text), FontProperties(size=size), ismath=False
+        _literal(text), FontProperties(size=size), ismath=False
     )
     return float(width) / 72.0
 
@@ -124,7 +125,7 @@ def _order(result: RankingResult, task: Task, method: str) -> NDArray[np.intp]:
 def _algorithm_axis(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xticks(
         np.arange(len(names)),
-        [literal(n) for n in names],
+        [_literal(n) for n in names],
         rotation=90,
         fontsize=_label_size(len(names)),
     )
@@ -176,7 +177,7 @@ def boxplot(task: Task, order: NDArray[np.intp]) -> Figure:
     ax.scatter(x.ravel(), values.ravel(), s=6, alpha=0.5, color="tab:blue", linewidths=0)
     _algorithm_axis(ax, names)
     ax.set_ylabel("value" + (" (smaller is better)" if task.sign < 0 else ""))
-    ax.set_title(literal(f"{task.name}: values per case"), fontsize=10)
+    ax.set_title(_literal(f"{task.name}: values per case"), fontsize=10)
     return fig
 
 
@@ -201,7 +202,7 @@ def podium(task: Task, order: NDArray[np.intp]) -> Figure:
     top.vlines(np.arange(n) - 0.5, 0, 1, transform=top.get_xaxis_transform(), colors="0.85", lw=0.5)
     top.set_ylabel("value on the case")
     top.set_title(
-        literal(f"{task.name}: podium (place on each case; colours: algorithms by rank)"),
+        _literal(f"{task.name}: podium (place on each case; colours: algorithms by rank)"),
         fontsize=10,
     )
     top.set_xlim(-0.5, n - 0.5)
@@ -214,7 +215,7 @@ def podium(task: Task, order: NDArray[np.intp]) -> Figure:
         for k in range(n):
             freq = np.bincount(case_ranks[k][ok[k]].astype(int) - 1, minlength=n)
             bottom.bar(np.arange(n) + offsets[k], freq, width=0.7 / n, color=colors[k])
-            top.scatter([], [], color=colors[k], label=literal(task.algorithms[order[k]]))
+            top.scatter([], [], color=colors[k], label=_literal(task.algorithms[order[k]]))
         top.legend(fontsize=7, loc="upper right")
         top.tick_params(labelbottom=False)
         bottom.set_ylabel("cases")
@@ -251,7 +252,7 @@ def ranking_heatmap(task: Task, order: NDArray[np.intp]) -> Figure:
     _algorithm_axis(ax, names)
     _rank_ticks(ax, n)
     ax.set_ylabel("rank on the case")
-    ax.set_title(literal(f"{task.name}: ranking heatmap"), fontsize=10)
+    ax.set_title(_literal(f"{task.name}: ranking heatmap"), fontsize=10)
     return fig
 
 
@@ -274,12 +275,12 @@ def significance_map(task: Task, order: NDArray[np.intp], pairwise: pd.DataFrame
     )
     _algorithm_axis(ax, names)
     ax.set_yticks(
-        np.arange(len(names)), [literal(n) for n in names], fontsize=_label_size(len(names))
+        np.arange(len(names)), [_literal(n) for n in names], fontsize=_label_size(len(names))
     )
     ax.set_xlabel("other algorithm")
     ax.set_ylabel("algorithm (blue: significantly better than the other)")
     ax.set_title(
-        literal(f"{task.name}: significance map (one-sided Wilcoxon, adjusted)"), fontsize=10
+        _literal(f"{task.name}: significance map (one-sided Wilcoxon, adjusted)"), fontsize=10
     )
     return fig
 
@@ -332,7 +333,7 @@ def blob_task(task: Task, order: NDArray[np.intp], ranks: pd.DataFrame, method: 
     _rank_ticks(ax, len(names))
     ax.set_ylabel("rank in bootstrap samples")
     ax.set_title(
-        literal(f"{task.name}: bootstrap ranks ({method}, {n_samples} samples)"), fontsize=10
+        _literal(f"{task.name}: bootstrap ranks ({method}, {n_samples} samples)"), fontsize=10
     )
     return fig
 
@@ -359,13 +360,13 @@ def blob_across_tasks(result: RankingResult, method: str) -> Figure:
         xs = [k - 0.4 + width * (t + 0.5) for k, _ in present]
         color = np.repeat(colors[t : t + 1], len(present), axis=0)
         _blobs(ax, xs, [r for _, r in present], n_samples, color)
-        ax.scatter([], [], color=colors[t], label=literal(task))
+        ax.scatter([], [], color=colors[t], label=_literal(task))
     _algorithm_axis(ax, names)
     _rank_ticks(ax, len(names))
     ax.legend(fontsize=7, loc="upper left", title="task")
     ax.set_ylabel("rank in bootstrap samples")
     ax.set_title(
-        literal(f"Bootstrap ranks across tasks ({method}; algorithms by consensus rank)"),
+        _literal(f"Bootstrap ranks across tasks ({method}; algorithms by consensus rank)"),
         fontsize=10,
     )
     return fig
@@ -385,11 +386,11 @@ def kendall_violin(kendall: pd.DataFrame, method: str) -> Figure:
     lone = [(i, d[0]) for i, d in enumerate(data) if i not in present and d.size]
     if lone:
         ax.scatter(*zip(*lone, strict=True), color="tab:blue")
-    ax.set_xticks(np.arange(len(tasks)), [literal(t) for t in tasks], rotation=45, ha="right")
+    ax.set_xticks(np.arange(len(tasks)), [_literal(t) for t in tasks], rotation=45, ha="right")
     ax.set_xlim(-0.6, len(tasks) - 0.4)
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("Kendall's tau-b vs full ranking")
-    ax.set_title(literal(f"Ranking stability ({method})"), fontsize=10)
+    ax.set_title(_literal(f"Ranking stability ({method})"), fontsize=10)
     return fig
 
 
@@ -425,12 +426,12 @@ def line_plot(result: RankingResult) -> Figure:
         colors = np.asarray([color_of[a] for a in names])
         ax.add_collection(LineCollection(segments, colors=colors, linewidths=0.8, alpha=0.8))
         ax.scatter(np.tile(x, len(names)), y.ravel(), s=6, c=np.repeat(colors, len(x), axis=0))
-        ax.set_xticks(x, [literal(m) for m in methods], rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(x, [_literal(m) for m in methods], rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.3, len(methods) - 0.7)
         ax.set_ylim(n_alg + 0.5, 0.5)
         _rank_ticks(ax, n_alg)
         ax.set_ylabel("rank")
-        ax.set_title(literal(task), fontsize=9)
+        ax.set_title(_literal(task), fontsize=9)
     fig.subplots_adjust(
         hspace=(label_w + 0.4) / panel_h,
         wspace=0.7 / panel_w,
@@ -441,7 +442,7 @@ def line_plot(result: RankingResult) -> Figure:
         handles = [
             Line2D([], [], color=color_of[a], marker="o", markersize=3, lw=0.8) for a in order
         ]
-        fig.legend(handles, [literal(a) for a in order], loc="upper right", fontsize=7)
+        fig.legend(handles, [_literal(a) for a in order], loc="upper right", fontsize=7)
     fig.suptitle("Ranks under every method (line plot)", fontsize=10)
     return fig
 
