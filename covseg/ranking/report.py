@@ -18,8 +18,8 @@ _METHOD_TEXT = {
         "aggregates are ranked."
     ),
     "rank-then-aggregate": (
-        "On each case the algorithms are ranked (ties get the best rank of the tie); the "
-        "{aggregate} of each algorithm's ranks is ranked again, smaller first."
+        "On each case the algorithms are ranked (a missing value gets the worst rank of its "
+        "case); the {aggregate} of each algorithm's ranks is ranked again, smaller first."
     ),
     "test-then-rank": (
         "Every ordered pair of algorithms is compared with a one-sided paired Wilcoxon "
@@ -53,9 +53,10 @@ def describe(result: RankingResult) -> list[str]:
     text.append(
         "Missing results: "
         + (
-            "left out (challengeR's na.rm): of the algorithm's aggregate and of its pairs; in "
-            "rank-then-aggregate a missing value gets the worst rank of its case; an algorithm "
-            "without any result in a task is left out of that task."
+            "left out (challengeR's na.rm): of the algorithm's aggregate and of its pairs, and an "
+            "algorithm without any result in a task is left out of that task's aggregate-then-"
+            "rank and test-then-rank rankings; in rank-then-aggregate a missing value gets the "
+            "worst rank of its case."
             if s["missing"] == "na.rm"
             else "refused (none were present)."
         )
