@@ -106,7 +106,11 @@ def consensus_text(result: RankingResult, top: int = 20) -> str:
     head = f"{'rank':>4}  {'algorithm':<{width}}  {'mean rank':>9}"
     if intervals:
         head += "  95% interval"
-    lines = [f"Consensus ranking ({method}, {rows.shape[0]} algorithms, {len(result.tasks)} tasks)"]
+    n_alg, n_task = rows.shape[0], len(result.tasks)
+    lines = [
+        f"Consensus ranking ({method}, {n_alg} algorithm{'s' * (n_alg != 1)}, "
+        f"{n_task} task{'s' * (n_task != 1)})"
+    ]
     lines.append(head)
     for r in shown.itertuples(index=False):
         line = f"{r.rank:>4}  {r.algorithm:<{width}}  {r.value:>9.3f}"
