@@ -209,7 +209,7 @@ def _case_files(**override: bytes) -> dict[str, bytes]:
 
 BAD_UPLOADS = {
     "not a zip": (b"PK-not-really", "not a zip file"),
-    "zip bomb": (_bomb(), "uncompressed size"),
+    "zip bomb": (_bomb(), "unpacked"),
     "escaping path": (make_zip({"../../evil/case-A-001.nii.gz": b"x"}), "leave the zip"),
     "missing case": (
         make_zip({k: v for k, v in _case_files().items() if "B-001" not in k}),
@@ -230,7 +230,7 @@ BAD_UPLOADS = {
                 **{"case-A-001.nii.gz": nifti_bytes(truth_mask(0), np.diag([1, 1, 1, 1.0]))}
             )
         ),
-        "geometry",
+        "spacing",
     ),
     "non-binary": (
         make_zip(_case_files(**{"case-A-001.nii.gz": nifti_bytes(truth_mask(0) * 2)})),

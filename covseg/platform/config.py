@@ -19,8 +19,17 @@ class Settings:
         SQLAlchemy URL; ``None`` means a SQLite file ``platform.db`` in ``data_dir``.
     session_hours
         Log-in sessions expire after this many hours (web cookie and API token alike).
-    max_upload_bytes, max_unzipped_bytes, max_zip_files
-        Limits that stop oversize uploads and zip bombs before any file is written out.
+    max_upload_bytes, max_unzipped_bytes, max_zip_files, max_zip_ratio
+        Limits that stop oversize uploads and zip bombs before any file is written out: the
+        upload's size, the total unpacked size and number of files the zip declares, and the
+        ratio of unpacked to packed size of any member over 1 MB. The default ratio, 1100, is
+        above what deflate can reach (1032), so it refuses only bzip2/LZMA bombs; each member
+        is also held to the most a mask of its case's shape can take.
+    eval_memory_mb
+        Address-space limit (MB) of the process that scores one submission; ``None``: 1 GiB
+        plus 64 bytes per voxel of the phase's largest truth mask.
+    eval_timeout_s
+        Seconds the scoring of one submission may take before it fails.
     stale_after_s
         An evaluation whose worker has not reported for this long is considered dead and re-queued.
     workers
@@ -50,6 +59,9 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     max_unzipped_bytes: int = 8 * 1024**3
     max_zip_files: int = 500
+    max_zip_ratio: float = 1100.0
+    eval_memory_mb: int | None = None
+    eval_timeout_s: float = 1800.0
     stale_after_s: float = 300.0
     workers: int = 1
     scheduler: str | None = None
@@ -89,6 +101,10 @@ class Settings:
     def challenge_dir(self, slug: str) -> Path:
         """Folder of one challenge's files (truth, downloads, rankings)."""
         return self.data_dir / "challenges" / slug
+
+    def work_dir(self, submission_id: int, claim_token: str) -> Path:
+        """Scratch folder of one evaluation run (unpacked masks), removed when it ends."""
+        return self.data_dir / "work" / f"{submission_id}-{claim_token[:8]}"
 
     def upload_path(self, submission_id: int) -> Path:
         """Where the zip of one submission is kept."""

@@ -2,13 +2,16 @@
 
 The queue only carries submission ids; the rules that make evaluation durable and exactly-once
 live in :mod:`covseg.platform.services.evaluation`. The web server enqueues; ``covseg worker``
-consumes, and on start and then every minute re-queues work whose worker died.
+consumes, and on start and then every minute re-queues work whose worker died and removes the
+scratch folders it left. Setting :attr:`Queue.stopping` makes running evaluations hand their
+submissions back to the queue at once (``covseg worker`` sets it on SIGTERM or SIGINT).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from huey import Huey, SqliteHuey, crontab
@@ -16,7 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from covseg.platform.config import Settings
 from covseg.platform.db import make_engine, session_factory
-from covseg.platform.services.evaluation import evaluate_submission, requeue_stale
+from covseg.platform.services.evaluation import (
+    evaluate_submission,
+    remove_orphan_work,
+    requeue_stale,
+)
 
 log = logging.getLogger("covseg.worker")
 
@@ -30,6 +37,7 @@ class Queue:
     factory: sessionmaker[Session]
     _evaluate: Any
     _recover: Any
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def enqueue(self, submission_id: int) -> None:
         """Ask a worker to evaluate a submission (duplicates are harmless)."""
@@ -40,6 +48,9 @@ class Queue:
         ids = requeue_stale(self.factory, self.settings.stale_after_s)
         for submission_id in ids:
             self.enqueue(submission_id)
+        removed = remove_orphan_work(self.factory, self.settings)
+        if removed:
+            log.info("removed the scratch folders of dead evaluations: %s", removed)
         return ids
 
     def drain(self) -> int:
@@ -61,8 +72,11 @@ def make_queue(settings: Settings, factory: sessionmaker[Session] | None = None)
 
     @huey.task(name="evaluate")
     def evaluate(submission_id: int) -> None:
-        if evaluate_submission(db, settings, submission_id):
+        if evaluate_submission(db, settings, submission_id, stop=queue.stopping):
             log.info("submission %s evaluated", submission_id)
+        elif queue.stopping.is_set():  # handed back: the next worker takes it up
+            queue.enqueue(submission_id)
+            log.info("submission %s handed back to the queue", submission_id)
 
     @huey.periodic_task(crontab(minute="*"), name="recover")
     def recover() -> None:

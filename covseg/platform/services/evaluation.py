@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,10 +31,11 @@ from covseg.platform.models import (
     SubmissionStatus,
     utcnow,
 )
+from covseg.platform.sandbox import Limits, ScoringFailed, score_in_child
 from covseg.platform.security import new_token
 from covseg.platform.services.challenges import METRICS
 from covseg.platform.services.errors import Invalid
-from covseg.platform.services.uploads import check_mask, unpack
+from covseg.platform.services.uploads import Reference, check_header, read_reference, unpack
 
 #: A submission whose evaluation crashed this many times is failed instead of retried.
 MAX_ATTEMPTS = 3
@@ -159,12 +162,92 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     return out
 
 
-def score_one(item: tuple[str, str, str, str]) -> dict[str, Any]:
-    """Score one case with the challenge metrics (runs in a worker process or on Dask)."""
-    from covseg.metrics.batch import score_case_files
+class _HandBack(Exception):
+    """The worker is stopping: give the submission back to the queue instead of finishing."""
 
-    case_id, pred, truth, source = item
-    return dict(score_case_files(case_id, pred, truth, source))
+
+class _Heartbeat:
+    """Reports that the evaluation is alive, at most every ``every_s`` seconds.
+
+    Called while unpacking (every MB) and while the cases are scored; raises
+    :class:`_HandBack` once ``stop`` is set.
+    """
+
+    def __init__(
+        self,
+        factory: Factory,
+        submission_id: int,
+        token: str,
+        every_s: float,
+        stop: threading.Event | None,
+    ) -> None:
+        self.factory, self.submission_id, self.token = factory, submission_id, token
+        self.every_s, self.stop = every_s, stop
+        self.status = SubmissionStatus.validating
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _HandBack
+        if time.monotonic() - self._last >= self.every_s:
+            _touch(self.factory, self.submission_id, self.token, self.status)
+            self._last = time.monotonic()
+
+    def touch(self, status: SubmissionStatus) -> None:
+        """Report now, with a new status."""
+        self.status = status
+        _touch(self.factory, self.submission_id, self.token, status)
+        self._last = time.monotonic()
+
+
+def _release(factory: Factory, submission_id: int, token: str) -> None:
+    """Give a claimed submission back to the queue; the interrupted try is not an attempt."""
+    with factory() as db, db.begin():
+        db.execute(
+            update(Submission)
+            .where(Submission.id == submission_id, Submission.claim_token == token)
+            .values(
+                status=SubmissionStatus.queued,
+                claim_token=None,
+                heartbeat_at=None,
+                attempts=Submission.attempts - 1,
+            )
+        )
+
+
+def memory_limit(settings: Settings, references: dict[str, Reference]) -> int:
+    """Bytes of address space the scoring of one submission may use.
+
+    ``settings.eval_memory_mb`` when set; else 1 GiB (the interpreter, numpy, scipy and
+    nibabel take ~350 MB of it) plus 64 bytes per voxel of the largest truth mask: scoring
+    a case peaked at ~55 bytes per voxel on a mask made of many small lesions (a float64
+    prediction, distance maps and surfaces), ~3 bytes per voxel on compact lesions.
+    """
+    if settings.eval_memory_mb is not None:
+        return settings.eval_memory_mb * 1_000_000
+    voxels = max((int(np.prod(r.shape, dtype=np.int64)) for r in references.values()), default=0)
+    return 1024**3 + 64 * voxels
+
+
+class _Public:
+    """Rewrites scoring errors for participants: their member names, never a server path."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        preds: dict[str, tuple[Path, str]],
+        cases: dict[str, tuple[Path, str]],
+    ) -> None:
+        self._names = [(str(path), name) for path, name in preds.values()]
+        self._names += [(str(truth), f"the truth of {case}") for case, (truth, _) in cases.items()]
+        self._root = str(settings.data_dir)
+
+    def __call__(self, message: str) -> str:
+        for path, name in self._names:
+            message = message.replace(path, name)
+        # The CLI's hint does not apply to uploads: a platform mask holds one label.
+        message = message.replace("; pick one with --label N", "; masks must be binary (0/1)")
+        return message.replace(self._root, "<data>")
 
 
 def evaluate_submission(
@@ -172,12 +255,17 @@ def evaluate_submission(
     settings: Settings,
     submission_id: int,
     on_case: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> bool:
     """Claim, validate and score one submission; ``False`` when it was not ours to evaluate.
 
-    Bad uploads end as ``failed`` with a message (and per-case errors); an unexpected crash
-    leaves the submission claimed, for :func:`requeue_stale` to retry once its heartbeat is
-    stale. ``on_case`` is called with the number of cases scored so far (progress, tests).
+    Bad uploads end as ``failed`` at once with a message naming the member or case (and
+    per-case errors): damaged archives, zip bombs, masks whose header does not match the
+    truth's, and masks that need more than the evaluation's memory or time limits. An
+    unexpected crash leaves the submission claimed, for :func:`requeue_stale` to retry once its
+    heartbeat is stale. When ``stop`` is set (the worker is shutting down) the submission goes
+    back to the queue and ``False`` is returned. ``on_case`` is called with the number of
+    cases scored so far (progress, tests).
     """
     token = claim(factory, submission_id)
     if token is None:
@@ -186,72 +274,114 @@ def evaluate_submission(
         sub = db.get(Submission, submission_id)
         assert sub is not None
         cases = {c.case_id: (settings.data_dir / c.truth_path, c.source) for c in sub.phase.cases}
-    work = settings.data_dir / "work" / f"{submission_id}-{token[:8]}"
+    work = settings.work_dir(submission_id, token)
+    every_s = min(30.0, max(0.5, settings.stale_after_s / 5))
+    beat = _Heartbeat(factory, submission_id, token, every_s, stop)
+
+    def fail(message: str, rows: list[dict[str, Any]] | None = None) -> bool:
+        status = SubmissionStatus.failed
+        return _finish(factory, submission_id, token, status, message, rows or [], {})
+
     try:
+        references = {case: read_reference(truth) for case, (truth, _) in cases.items()}
         try:
             preds = unpack(
                 settings.upload_path(submission_id),
-                set(cases),
+                references,
                 work,
                 settings.max_unzipped_bytes,
                 settings.max_zip_files,
+                settings.max_zip_ratio,
+                alive=beat,
             )
         except Invalid as exc:
-            return _finish(factory, submission_id, token, SubmissionStatus.failed, str(exc), [], {})
-        errors = {case: check_mask(preds[case], cases[case][0]) for case in sorted(cases)}
+            return fail(str(exc))
+        errors = {case: check_header(preds[case][0], references[case]) for case in sorted(cases)}
         bad = {case: err for case, err in errors.items() if err}
         if bad:
             rows = [
                 {"case_id": c, "source": cases[c][1], "status": "failed", "error": e, "metrics": {}}
                 for c, e in bad.items()
             ]
-            first = next(iter(bad.items()))
-            message = f"{len(bad)} case(s) failed the checks, e.g. {first[0]}: {first[1]}"
-            return _finish(
-                factory, submission_id, token, SubmissionStatus.failed, message, rows, {}
-            )
-        _touch(factory, submission_id, token, SubmissionStatus.evaluating)
-        rows = _score_all(factory, settings, submission_id, token, preds, cases, on_case)
+            case, error = next(iter(bad.items()))
+            return fail(f"{len(bad)} case(s) failed the checks, e.g. {case}: {error}", rows)
+        beat.touch(SubmissionStatus.evaluating)
+        public = _Public(settings, preds, cases)
+        limits = Limits(memory_limit(settings, references), settings.eval_timeout_s)
+        try:
+            rows = _score_all(settings, preds, cases, limits, beat, public, on_case)
+        except ScoringFailed as exc:
+            return fail(str(exc))
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:
-            message = f"{len(failed)} case(s) could not be scored, e.g. {failed[0]['error']}"
-            return _finish(
-                factory, submission_id, token, SubmissionStatus.failed, message, rows, {}
+            return fail(
+                f"{len(failed)} case(s) could not be scored, e.g. {failed[0]['error']}", rows
             )
         return _finish(
             factory, submission_id, token, SubmissionStatus.succeeded, "", rows, summarize(rows)
         )
+    except _HandBack:
+        _release(factory, submission_id, token)
+        return False
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _score_all(
-    factory: Factory,
     settings: Settings,
-    submission_id: int,
-    token: str,
-    preds: dict[str, Path],
+    preds: dict[str, tuple[Path, str]],
     cases: dict[str, tuple[Path, str]],
+    limits: Limits,
+    beat: _Heartbeat,
+    public: Callable[[str], str],
     on_case: Callable[[int], None] | None,
 ) -> list[dict[str, Any]]:
-    """Score every case through :mod:`covseg.parallel`, reporting a heartbeat as results arrive."""
-    from covseg.parallel import map_unordered
-
-    items = [(c, str(preds[c]), str(truth), src) for c, (truth, src) in sorted(cases.items())]
+    """Score every case in a limited child process, reporting a heartbeat as results arrive."""
+    items = [(c, str(preds[c][0]), str(truth), src) for c, (truth, src) in sorted(cases.items())]
     rows: list[dict[str, Any]] = []
-    for result in map_unordered(
-        score_one, items, workers=settings.workers, scheduler=settings.scheduler
-    ):
+
+    def on_row(result: dict[str, Any]) -> None:
         rows.append(
             {
                 "case_id": str(result["case"]),
                 "source": str(result.get("source") or ""),
                 "status": str(result.get("status", "ok")),
-                "error": str(result.get("error") or ""),
+                "error": public(str(result.get("error") or "")),
                 "metrics": {m: _finite(result.get(m)) for m in METRICS},
             }
         )
-        _touch(factory, submission_id, token, SubmissionStatus.evaluating)
         if on_case is not None:
             on_case(len(rows))
+
+    score_in_child(
+        items,
+        limits,
+        workers=settings.workers,
+        scheduler=settings.scheduler,
+        on_row=on_row,
+        tick=beat,
+        tick_every_s=beat.every_s,
+    )
     return rows
+
+
+def remove_orphan_work(factory: Factory, settings: Settings) -> list[str]:
+    """Delete the scratch folders of evaluation runs that no longer hold a claim.
+
+    A worker killed mid-evaluation leaves its unpacked masks behind; once its submission is
+    re-queued (or finished by another run) nobody owns them. The folders are listed before the
+    claims are read, so a run that claims meanwhile is never mistaken for a dead one.
+    """
+    root = settings.data_dir / "work"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not folders:
+        return []
+    with factory() as db:
+        claims = db.execute(
+            select(Submission.id, Submission.claim_token).where(Submission.claim_token.is_not(None))
+        )
+        live = {settings.work_dir(i, t).name for i, t in claims if t}
+    removed = [p.name for p in folders if p.name not in live]
+    for name in removed:
+        shutil.rmtree(root / name, ignore_errors=True)
+    return removed

@@ -1,13 +1,22 @@
-"""Unpacking a submission zip safely and checking each mask against its ground truth.
+"""Unpacking a submission zip safely and checking each mask's header against its ground truth.
 
 Nothing from the zip decides where a file is written: each member is matched to an expected
 case id and written as ``<case>.nii[.gz]`` in a fresh folder, so ``../`` names cannot escape it.
-Sizes are counted while decompressing, not taken from the zip's (forgeable) headers.
+Every limit is checked from the zip's central directory before a byte is extracted (number of
+files, declared sizes, compression ratio, and per member the most a mask of its case can
+need); extraction then streams with a running count, and Python's ``zipfile`` never returns
+more than a member declares, so the declared sizes bound the bytes written. A mask is then
+judged from its header alone (shape, affine, voxel type): no voxel is read before the header
+matches the truth's, so a 1 KB file that claims 1400^3 voxels costs nothing.
 """
 
 from __future__ import annotations
 
+import lzma
 import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -16,6 +25,51 @@ from covseg.platform.services.challenges import case_id_of
 from covseg.platform.services.errors import Invalid
 
 _CHUNK = 1 << 20
+#: Slack over a raw mask's voxel bytes that a member may declare: NIfTI header and
+#: extensions, and gzip's framing of incompressible data (a few bytes per 16 KiB block).
+_HEADER_SLACK = 1 << 20
+_GZIP_OVERHEAD = 1.01
+#: Widest voxel a mask may be stored with (float64, int64): bounds the bytes a mask can hold.
+MAX_ITEMSIZE = 8
+#: Errors of reading (not writing) a damaged member, by the decompressor it uses.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a predicted mask must match, read from the truth's header (no voxels).
+
+    Attributes
+    ----------
+    shape
+        Voxels along each axis.
+    affine
+        4 x 4 voxel-to-world matrix (mm).
+    dtype
+        The truth's voxel type (named in messages).
+    """
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    dtype: np.dtype
+
+    @property
+    def max_member_bytes(self) -> int:
+        """The most bytes a mask file of this case can take unpacked (widest voxel type)."""
+        voxels = int(np.prod(self.shape, dtype=np.int64))
+        return int(voxels * MAX_ITEMSIZE * _GZIP_OVERHEAD) + _HEADER_SLACK
+
+
+def read_reference(truth_path: Path) -> Reference:
+    """The header of a ground-truth mask (the organizer's file; errors here are the server's)."""
+    import nibabel as nib
+
+    img = nib.load(str(truth_path))
+    return Reference(
+        tuple(int(n) for n in img.shape),
+        np.asarray(img.affine, dtype=np.float64),  # type: ignore[attr-defined]
+        np.dtype(img.get_data_dtype()),  # type: ignore[attr-defined]
+    )
 
 
 def _member_case(name: str, expected: set[str]) -> str:
@@ -31,68 +85,162 @@ def _member_case(name: str, expected: set[str]) -> str:
     return case
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _plan(
+    zf: zipfile.ZipFile,
+    references: dict[str, Reference],
+    max_bytes: int,
+    max_files: int,
+    max_ratio: float,
+) -> dict[str, zipfile.ZipInfo]:
+    """Match members to cases and check every limit from the central directory alone."""
+    members = [m for m in zf.infolist() if not m.is_dir()]
+    if len(members) > max_files:
+        raise Invalid(f"the zip holds {len(members)} files; at most {max_files} allowed")
+    plan: dict[str, zipfile.ZipInfo] = {}
+    for member in members:
+        if PurePosixPath(member.filename).name.startswith("."):
+            continue  # hidden files added by some zip tools (.DS_Store)
+        case = _member_case(member.filename, set(references))
+        if case in plan:
+            raise Invalid(f"{member.filename}: case {case!r} appears more than once")
+        if member.flag_bits & 0x1:
+            raise Invalid(f"{member.filename}: encrypted; zip the masks without a password")
+        cap = references[case].max_member_bytes
+        if member.file_size > cap:
+            raise Invalid(
+                f"{member.filename}: declares {_mb(member.file_size)} unpacked, more than a mask "
+                f"of {references[case].shape} voxels can take ({_mb(cap)})"
+            )
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > _CHUNK and ratio > max_ratio:
+            raise Invalid(
+                f"{member.filename}: expands {ratio:.0f} times; at most {max_ratio:.0f} allowed "
+                "(limit on the compression ratio)"
+            )
+        plan[case] = member
+    declared = sum(m.file_size for m in plan.values())
+    if declared > max_bytes:
+        raise Invalid(
+            f"the zip unpacks to {_mb(declared)}, more than {_mb(max_bytes)} "
+            "(limit on total uncompressed size)"
+        )
+    missing = sorted(set(references) - set(plan))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise Invalid(f"{len(missing)} case(s) missing from the zip: {shown}")
+    return plan
+
+
 def unpack(
-    zip_path: Path, expected: set[str], dest: Path, max_bytes: int, max_files: int
-) -> dict[str, Path]:
+    zip_path: Path,
+    references: dict[str, Reference],
+    dest: Path,
+    max_bytes: int,
+    max_files: int,
+    max_ratio: float = float("inf"),
+    alive: Callable[[], None] | None = None,
+) -> dict[str, tuple[Path, str]]:
     """Extract one mask per expected case from ``zip_path`` into ``dest``.
+
+    Parameters
+    ----------
+    zip_path
+        The upload.
+    references
+        The expected cases and their truth headers (which bound each member's size).
+    dest
+        A fresh folder to write ``<case>.nii[.gz]`` files into.
+    max_bytes, max_files, max_ratio
+        Limits on the total unpacked bytes, the number of members and each member's
+        compression ratio (members over 1 MB).
+    alive
+        Called after every MB written (heartbeat; it may raise to abandon the work).
+
+    Returns
+    -------
+    dict
+        Case id to (written file, member name as the participant named it).
 
     Raises
     ------
     Invalid
-        A non-zip, too many files or bytes (zip bomb), an unsafe or unknown name, a duplicate
-        or a missing case: the message says which.
+        A non-zip, a damaged archive or member (``the archive is damaged: MEMBER``), too many
+        files or bytes (zip bomb), an unsafe or unknown name, a duplicate or a missing case:
+        the message says which.
     """
     if not zipfile.is_zipfile(zip_path):
         raise Invalid("the upload is not a zip file")
     dest.mkdir(parents=True, exist_ok=True)
-    found: dict[str, Path] = {}
+    found: dict[str, tuple[Path, str]] = {}
     total = 0
     try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) > max_files:
-                raise Invalid(f"the zip holds {len(members)} files; at most {max_files} allowed")
-            for member in members:
-                if PurePosixPath(member.filename).name.startswith("."):
-                    continue  # hidden files added by some zip tools (.DS_Store)
-                case = _member_case(member.filename, expected)
-                if case in found:
-                    raise Invalid(f"{member.filename}: case {case!r} appears more than once")
-                target = dest / (case + (".nii.gz" if member.filename.endswith(".gz") else ".nii"))
-                with zf.open(member) as src, target.open("wb") as out:
-                    while chunk := src.read(_CHUNK):
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise Invalid("the archive is damaged (its table of contents cannot be read)") from exc
+    with zf:
+        plan = _plan(zf, references, max_bytes, max_files, max_ratio)
+        for case, member in sorted(plan.items()):
+            name = member.filename
+            target = dest / (case + (".nii.gz" if name.endswith(".gz") else ".nii"))
+            with target.open("wb") as out:
+                try:
+                    src = zf.open(member)
+                except NotImplementedError as exc:
+                    raise Invalid(f"{name}: compressed with a method covseg cannot read") from exc
+                except _READ_ERRORS as exc:
+                    raise Invalid(f"the archive is damaged: {name}") from exc
+                with src:
+                    while True:
+                        try:
+                            chunk = src.read(_CHUNK)
+                        except _READ_ERRORS as exc:
+                            raise Invalid(f"the archive is damaged: {name}") from exc
+                        if not chunk:
+                            break
                         total += len(chunk)
-                        if total > max_bytes:
-                            raise Invalid(
-                                f"the zip unpacks to more than {max_bytes / 1e6:.0f} MB "
-                                "(limit on total uncompressed size)"
-                            )
+                        if total > max_bytes:  # unreachable while zipfile honours the sizes
+                            raise Invalid(f"the zip unpacks to more than {_mb(max_bytes)}")
                         out.write(chunk)
-                found[case] = target
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
-        raise Invalid(f"the zip file is damaged or unsupported: {exc}") from exc
-    missing = sorted(expected - set(found))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise Invalid(f"{len(missing)} case(s) missing from the zip: {shown}")
+                        if alive is not None:
+                            alive()
+            found[case] = (target, name)
     return found
 
 
-def check_mask(pred_path: Path, truth_path: Path) -> str | None:
-    """Why a predicted mask cannot be scored against its truth, or ``None`` when it can."""
-    from covseg.io import VolumeReadError, read_volume
+def check_header(pred_path: Path, reference: Reference) -> str | None:
+    """Why a mask cannot be scored against its truth, judged from its header alone.
+
+    Returns ``None`` when shape, geometry (spacing, origin, direction) and voxel type fit; the
+    voxels are read later, under the evaluation's memory limit. The message names no path.
+    """
+    import nibabel as nib
+
+    from covseg.io import Volume
+    from covseg.metrics.batch import CaseError, check_geometry
 
     try:
-        pred = read_volume(pred_path)
-    except (VolumeReadError, OSError, ValueError) as exc:
-        return f"cannot read the mask: {exc}"
-    truth = read_volume(truth_path)
-    if pred.shape != truth.shape:
-        return f"shape {pred.shape} differs from the image's {truth.shape}"
-    if not pred.same_geometry(truth):
-        return "geometry (spacing, origin or direction) differs from the image's"
-    values = np.unique(np.asarray(pred.array))
-    if not np.isin(values, (0, 1)).all():
-        shown = ", ".join(str(v) for v in values[:6])
-        return f"labels must be binary 0/1; found values {shown}"
+        img = nib.load(str(pred_path))
+        shape = tuple(int(n) for n in img.shape)
+        affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
+        dtype = np.dtype(img.get_data_dtype())  # type: ignore[attr-defined]
+    except Exception as exc:  # nibabel raises many types for a broken header
+        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        detail = detail.replace(str(pred_path), "the file")
+        return f"cannot read the mask's NIfTI header ({detail})"
+    if dtype.kind not in "biuf" or dtype.itemsize > MAX_ITEMSIZE or dtype.fields is not None:
+        return (
+            f"voxel type {dtype} is not a mask type (integers or floats up to 8 bytes; "
+            f"the truth is {reference.dtype})"
+        )
+    # A volume of the header's shape that holds no memory: the geometry check needs no voxels.
+    empty = np.broadcast_to(np.zeros((), dtype=np.uint8), shape)
+    truth = np.broadcast_to(np.zeros((), dtype=np.uint8), reference.shape)
+    try:
+        check_geometry(Volume(empty, affine), Volume(truth, reference.affine), Path("mask"))
+    except CaseError as exc:
+        return str(exc).removeprefix("mask: ")
     return None
