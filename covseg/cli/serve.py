@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import typer
 
 from covseg.cli._app import app
+from covseg.cli.worker import (
+    EVAL_MEMORY_MB,
+    EVAL_TIMEOUT,
+    MAX_UNZIPPED_MB,
+    MAX_ZIP_FILES,
+    MAX_ZIP_RATIO,
+    SHUTDOWN_TIMEOUT_S,
+    limit_settings,
+)
 
 
 @app.command()
@@ -55,12 +65,24 @@ def serve(
         help="Folder challenges created on the web may read (repeatable); "
         "default DATA_DIR/sources.",
     ),
+    max_upload_mb: float = typer.Option(
+        2000.0, "--max-upload-mb", help="Most MB one uploaded zip may have (cut off as it comes)."
+    ),
+    max_unzipped_mb: float = MAX_UNZIPPED_MB,
+    max_zip_files: int = MAX_ZIP_FILES,
+    max_zip_ratio: float = MAX_ZIP_RATIO,
+    eval_memory_mb: int | None = EVAL_MEMORY_MB,
+    eval_timeout: float = EVAL_TIMEOUT,
 ) -> None:
     """Serve the challenge platform: web pages, JSON API (docs at /api/docs).
 
+    The limit options are passed on to the worker it starts. SIGTERM or SIGINT (Ctrl-C) stops
+    the server and that worker (whose running evaluations go back to the queue).
+
     Example: ``covseg serve --demo`` then open http://127.0.0.1:8000
     """
-    import subprocess
+    import os
+    import signal
     import sys
 
     import uvicorn
@@ -68,6 +90,9 @@ def serve(
     from covseg.platform.app import create_app
     from covseg.platform.config import Settings
 
+    limits = limit_settings(
+        max_unzipped_mb, max_zip_files, max_zip_ratio, eval_memory_mb, eval_timeout
+    )
     settings = Settings(
         data_dir=data_dir,
         database_url=database,
@@ -78,6 +103,8 @@ def serve(
         login_max_backoff_s=login_max_backoff,
         hash_concurrency=hash_concurrency,
         source_dirs=source_dirs or None,
+        max_upload_bytes=int(max_upload_mb * 1e6),
+        **limits,
     )
     application = create_app(settings)
     if demo:
@@ -91,10 +118,23 @@ def serve(
     child = None
     if worker:
         command = [sys.executable, "-c", "from covseg.cli import main; main()", "worker"]
-        command += ["--data-dir", str(settings.data_dir)]
-        if database:
-            command += ["--database", database]
+        command += ["--data-dir", str(settings.data_dir), "--parent-pid", str(os.getpid())]
+        options = {
+            "--max-unzipped-mb": max_unzipped_mb,
+            "--max-zip-files": max_zip_files,
+            "--max-zip-ratio": max_zip_ratio,
+            "--eval-memory-mb": eval_memory_mb,
+            "--eval-timeout": eval_timeout,
+            "--database": database,
+        }
+        for name, value in options.items():
+            if value is not None:
+                command += [name, str(value)]
         child = subprocess.Popen(command)
+    # uvicorn shuts down on SIGTERM, then raises it again; its default action would end this
+    # process before the ``finally`` below stops the worker. (The worker also stops by itself
+    # when this process is gone, e.g. after SIGKILL: ``--parent-pid``.)
+    signal.signal(signal.SIGTERM, _exit)
     try:
         uvicorn.run(
             application,
@@ -106,5 +146,18 @@ def serve(
         )
     finally:
         if child is not None:
-            child.terminate()
-            child.wait(timeout=30)
+            _stop_worker(child)
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _stop_worker(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker (it hands its running evaluations back), kill it if it hangs."""
+    child.terminate()
+    try:
+        child.wait(timeout=SHUTDOWN_TIMEOUT_S + 10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()

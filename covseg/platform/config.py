@@ -56,8 +56,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("covseg-data"))
     database_url: str | None = None
     session_hours: float = 12.0
-    max_upload_bytes: int = 2 * 1024**3
-    max_unzipped_bytes: int = 8 * 1024**3
+    max_upload_bytes: int = 2_000_000_000
+    max_unzipped_bytes: int = 8_000_000_000
     max_zip_files: int = 500
     max_zip_ratio: float = 1100.0
     eval_memory_mb: int | None = None

@@ -56,7 +56,7 @@ class Queue:
     def drain(self) -> int:
         """Run every queued task in this process until the queue is empty (``--burst``)."""
         done = 0
-        while (task := self.huey.dequeue()) is not None:
+        while not self.stopping.is_set() and (task := self.huey.dequeue()) is not None:
             self.huey.execute(task)
             done += 1
         return done

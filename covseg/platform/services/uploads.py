@@ -66,7 +66,7 @@ def read_reference(truth_path: Path) -> Reference:
 
     img = nib.load(str(truth_path))
     return Reference(
-        tuple(int(n) for n in img.shape),
+        tuple(int(n) for n in img.shape),  # type: ignore[attr-defined]
         np.asarray(img.affine, dtype=np.float64),  # type: ignore[attr-defined]
         np.dtype(img.get_data_dtype()),  # type: ignore[attr-defined]
     )
@@ -224,9 +224,11 @@ def check_header(pred_path: Path, reference: Reference) -> str | None:
 
     try:
         img = nib.load(str(pred_path))
-        shape = tuple(int(n) for n in img.shape)
+        shape = tuple(int(n) for n in img.shape)  # type: ignore[attr-defined]
         affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
         dtype = np.dtype(img.get_data_dtype())  # type: ignore[attr-defined]
+    except nib.filebasedimages.ImageFileError:
+        return "cannot read the mask's NIfTI header (not a NIfTI file)"
     except Exception as exc:  # nibabel raises many types for a broken header
         detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         detail = detail.replace(str(pred_path), "the file")
