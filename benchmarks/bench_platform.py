@@ -7,8 +7,15 @@
 2. Faults: the same participants submit to a second phase; the worker is killed (SIGKILL) in
    the middle of the evaluations and restarted; every submission must still end scored, none
    twice.
+3. Hostile mix (issue 22): while the N valid uploads are scored, 10 more teams send hostile
+   ones (a NIfTI header claiming 1400^3 voxels, a zip bomb, corrupt deflate data, escaping
+   path names); each must fail, and the team's next (valid) upload must be accepted, i.e. the
+   failure used no daily slot. Reports each hostile one's time from claim to failure and from
+   upload to failure (the latter includes waiting behind the valid ones in the queue), the
+   worker's peak memory (its process tree, sampled every 0.1 s), and page p95 meanwhile.
 
     .venv/bin/python benchmarks/bench_platform.py [--participants 50] [--cases 46] [--size 48]
+        [--parts load,faults,hostile]
 
 The masks are synthetic (``--size`` x ``--size`` x 12 voxels), so scoring is cheap and the
 figures measure the platform (HTTP, database, queue), not the metrics.
@@ -23,6 +30,7 @@ import os
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,6 +53,7 @@ from covseg.platform.models import CaseResult, Submission, SubmissionStatus, utc
 from covseg.platform.services import accounts, challenges, participants
 
 PASSWORD = "benchmark-password"
+HOSTILE = 10
 SLUG = "bench"
 CLI = [sys.executable, "-c", "from covseg.cli import main; main()"]
 
@@ -85,7 +94,7 @@ def make_challenge(root: Path, settings: Settings, n_users: int, n_cases: int, s
     spec = {
         "slug": SLUG,
         "auto_approve": True,
-        "phases": [{"slug": "load", **phase}, {"slug": "faults", **phase}],
+        "phases": [{"slug": p, **phase} for p in ("load", "faults", "hostile")],
     }
     security.set_hash_cost(time_cost=1, memory_kib=64)  # 50 log-ins, not a password benchmark
     factory = session_factory(make_engine(settings.url))
@@ -139,6 +148,152 @@ def wait_scored(settings: Settings, phase: str, expected: int, limit: float) -> 
     raise TimeoutError(f"not all scored after {limit} s: {counts(settings, phase)}")
 
 
+def hostile_zips(valid: bytes) -> list[tuple[str, bytes]]:
+    """Ten hostile uploads, each a copy of ``valid`` with one member made hostile."""
+    with zipfile.ZipFile(io.BytesIO(valid)) as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    first = sorted(files)[0]
+    header = nib.Nifti1Header()
+    header.set_data_shape((1400, 1400, 1400))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    header_bomb = gzip.compress(header.binaryblock + bytes(4) + bytes(64))
+
+    def zipped(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", method) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        return buffer.getvalue()
+
+    bomb = io.BytesIO()  # 2 GB of zeros in ~2 MB, written a chunk at a time
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(first, "w", force_zip64=True) as out:
+            for _ in range(512):
+                out.write(bytes(1 << 22))
+    deflated = zipped(files)
+    with zipfile.ZipFile(io.BytesIO(deflated)) as zf:
+        offset = zf.getinfo(first).header_offset
+    corrupt = bytearray(deflated)
+    name_len, extra_len = struct.unpack("<HH", corrupt[offset + 26 : offset + 30])
+    corrupt[offset + 30 + name_len + extra_len] = 0xFF  # invalid deflate block type
+    others = {k: v for k, v in files.items() if k != first}
+    return [
+        ("header bomb", zipped({**others, first: header_bomb})),
+        ("header bomb", zipped({**others, "sub/" + first: header_bomb})),
+        ("header bomb", zipped({**others, first: header_bomb}, zipfile.ZIP_STORED)),
+        ("zip bomb", bomb.getvalue()),
+        ("zip bomb", bomb.getvalue()),
+        ("zip bomb", bomb.getvalue()),
+        ("corrupt deflate", bytes(corrupt)),
+        ("corrupt deflate", bytes(corrupt)),
+        ("path names", zipped({**others, "../../evil/" + first: files[first]})),
+        ("path names", zipped({**others, "/etc/" + first: files[first]})),
+    ]
+
+
+class PeakMemory:
+    """Peak resident memory of a process and its children, sampled every 0.1 s."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_main, self.peak_tree = pid, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        main = psutil.Process(self.pid)
+        while not self._stop.wait(0.1):
+            try:
+                procs = [main, *main.children(recursive=True)]
+                rss = []
+                for proc in procs:
+                    try:
+                        rss.append(proc.memory_info().rss)
+                    except psutil.NoSuchProcess:
+                        pass
+                self.peak_main = max(self.peak_main, rss[0])
+                self.peak_tree = max(self.peak_tree, sum(rss))
+            except psutil.NoSuchProcess:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def hostile_mix(
+    url: str, settings: Settings, valid: list[str], hostile: list[str], data: bytes
+) -> None:
+    """Part 3: hostile uploads while the valid ones are scored."""
+    from covseg.platform.models import Team
+
+    payloads = hostile_zips(data)
+    results: dict[str, tuple[str, int]] = {}
+
+    def send_hostile() -> None:
+        time.sleep(1.0)  # in the middle of the valid uploads
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for token, (kind, payload) in zip(hostile, payloads, strict=True):
+                r = client.post(
+                    f"/api/challenges/{SLUG}/phases/hostile/submissions",
+                    headers={"authorization": f"Bearer {token}"},
+                    files={"file": ("masks.zip", payload, "application/zip")},
+                )
+                results[token] = (kind, r.status_code if r.status_code != 202 else r.json()["id"])
+
+    sender = threading.Thread(target=send_hostile)
+    sender.start()
+    seconds, statuses, lat = upload_all(url, valid, data, "hostile")
+    sender.join()
+    accepted = statuses.count(202)
+    ids = {token: value for token, (_, value) in results.items()}
+    factory = session_factory(make_engine(settings.url))
+    deadline = time.perf_counter() + 3600
+    while time.perf_counter() < deadline:
+        with factory() as db:
+            subs = {
+                s.id: s
+                for s in db.scalars(select(Submission).where(Submission.id.in_(ids.values())))
+            }
+        if len(subs) == len(ids) and all(s.finished_at for s in subs.values()):
+            break
+        time.sleep(0.5)
+    print(f"hostile mix: {accepted}/{len(valid)} valid uploads accepted in {seconds:.1f} s")
+    q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
+    p50, p95 = 1000 * statistics.median(lat), 1000 * q[18]
+    print(f"page loads during the mix: {len(lat)}, p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    worst_claim, worst_total = 0.0, 0.0
+    with factory() as db:
+        for token, (kind, _) in results.items():
+            sub = subs[ids[token]]
+            assert sub.finished_at is not None and sub.heartbeat_at is not None
+            # A hostile upload fails before its second heartbeat: heartbeat_at is its claim.
+            claim_s = (sub.finished_at - sub.heartbeat_at).total_seconds()
+            total_s = (sub.finished_at - sub.created_at).total_seconds()
+            worst_claim, worst_total = max(worst_claim, claim_s), max(worst_total, total_s)
+            team = db.get(Team, sub.team_id)
+            print(
+                f"  {kind:<16} {sub.status.value:<8} claim->failed {claim_s:5.2f} s, "
+                f"upload->failed {total_s:6.1f} s, attempts {sub.attempts}: {sub.message[:90]}"
+                f"  [{team.name if team else '?'}]"
+            )
+            assert sub.status is SubmissionStatus.failed and sub.attempts == 1
+    print(f"hostile: slowest claim->failed {worst_claim:.2f} s, upload->failed {worst_total:.1f} s")
+    # The failures used no daily slot: each hostile team's next valid upload is accepted.
+    seconds, statuses, _ = upload_all(url, hostile, data, "hostile")
+    print(f"hostile teams' next valid uploads: {statuses.count(202)}/{len(hostile)} accepted")
+    assert statuses.count(202) == len(hostile), statuses
+    wait_scored(settings, "hostile", accepted + 2 * len(hostile), 3600)
+    c = counts(settings, "hostile")
+    print(f"hostile phase: {c}")
+    assert c["succeeded"] == accepted + len(hostile) and c["failed"] == len(hostile)
+    assert c["scored_twice"] == 0 and c["times_scored"] == accepted + len(hostile)
+    print("every valid upload scored exactly once; every hostile one failed without counting")
+
+
 def upload_all(
     url: str, tokens: list[str], data: bytes, phase: str
 ) -> tuple[float, list[int], list[float]]:
@@ -148,7 +303,7 @@ def upload_all(
 
     def visitor() -> None:
         with httpx.Client(base_url=url, timeout=60) as client:
-            pages = ["/", f"/challenges/{SLUG}", f"/challenges/{SLUG}/phases/load/leaderboard"]
+            pages = ["/", f"/challenges/{SLUG}", f"/challenges/{SLUG}/phases/{phase}/leaderboard"]
             i = 0
             while not done.is_set():
                 t = time.perf_counter()
@@ -181,12 +336,15 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=50)
     parser.add_argument("--cases", type=int, default=46)
     parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--parts", default="load,faults,hostile", help="Parts to run, in order.")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     root = Path(tempfile.mkdtemp(prefix="covseg-bench-platform-"))
     settings = Settings(data_dir=root / "data")
     settings.data_dir.mkdir(parents=True)
     upgrade(make_engine(settings.url))
-    data = make_challenge(root, settings, args.participants, args.cases, args.size)
+    n_users = args.participants + HOSTILE
+    data = make_challenge(root, settings, n_users, args.cases, args.size)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -208,50 +366,63 @@ def main() -> None:
                 client.post(
                     "/api/auth/login", json={"email": f"p{i}@bench.org", "password": PASSWORD}
                 ).json()["token"]
-                for i in range(args.participants)
+                for i in range(n_users)
             ]
+        tokens, hostile = tokens[: args.participants], tokens[args.participants :]
         print(f"{args.participants} participants, {args.cases} cases of {args.size}^2 x 12 voxels")
         print(f"zip of one submission: {len(data) / 1e6:.2f} MB; machine: {os.cpu_count()} cores")
 
-        # 1. Load.
-        t0 = time.perf_counter()
-        seconds, statuses, lat = upload_all(url, tokens, data, "load")
-        accepted = statuses.count(202)
-        scored_after = wait_scored(settings, "load", accepted, 3600) + seconds
-        c = counts(settings, "load")
-        print(
-            f"uploads: {accepted}/{len(statuses)} accepted in {seconds:.1f} s "
-            f"= {accepted / seconds:.1f} uploads/s"
-        )
-        q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
-        print(
-            f"page loads during the uploads: {len(lat)}, "
-            f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * q[18]:.0f} ms"
-        )
-        print(
-            f"all scored {scored_after:.1f} s after the first upload "
-            f"({time.perf_counter() - t0:.1f} s wall); {c}"
-        )
-        assert c["succeeded"] == accepted and c["scored_twice"] == 0
-        assert c["times_scored"] == accepted and c["case_results"] == accepted * args.cases
+        if "load" in parts:
+            # 1. Load.
+            t0 = time.perf_counter()
+            seconds, statuses, lat = upload_all(url, tokens, data, "load")
+            accepted = statuses.count(202)
+            scored_after = wait_scored(settings, "load", accepted, 3600) + seconds
+            c = counts(settings, "load")
+            print(
+                f"uploads: {accepted}/{len(statuses)} accepted in {seconds:.1f} s "
+                f"= {accepted / seconds:.1f} uploads/s"
+            )
+            q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
+            print(
+                f"page loads during the uploads: {len(lat)}, "
+                f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * q[18]:.0f} ms"
+            )
+            print(
+                f"all scored {scored_after:.1f} s after the first upload "
+                f"({time.perf_counter() - t0:.1f} s wall); {c}"
+            )
+            assert c["succeeded"] == accepted and c["scored_twice"] == 0
+            assert c["times_scored"] == accepted and c["case_results"] == accepted * args.cases
 
-        # 2. Faults: kill the worker mid-evaluation, restart it.
-        seconds, statuses, _ = upload_all(url, tokens, data, "faults")
-        accepted = statuses.count(202)
-        while counts(settings, "faults")["succeeded"] < max(1, accepted // 5):
-            time.sleep(0.2)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        at_kill = counts(settings, "faults")
-        print(f"worker killed: {at_kill}")
-        time.sleep(3.5)  # the dead worker's heartbeats become stale
-        worker = start_worker(settings, stale_after=3)
-        wait_scored(settings, "faults", accepted, 3600)
-        c = counts(settings, "faults")
-        print(f"after restart: {c}")
-        assert c["succeeded"] == accepted and c["scored_twice"] == 0
-        assert c["times_scored"] == accepted and c["case_results"] == accepted * args.cases
-        print("every accepted submission scored exactly once, also across the worker crash")
+        if "faults" in parts:
+            # 2. Faults: kill the worker mid-evaluation, restart it.
+            seconds, statuses, _ = upload_all(url, tokens, data, "faults")
+            accepted = statuses.count(202)
+            while counts(settings, "faults")["succeeded"] < max(1, accepted // 5):
+                time.sleep(0.2)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            at_kill = counts(settings, "faults")
+            print(f"worker killed: {at_kill}")
+            time.sleep(3.5)  # the dead worker's heartbeats become stale
+            worker = start_worker(settings, stale_after=3)
+            wait_scored(settings, "faults", accepted, 3600)
+            c = counts(settings, "faults")
+            print(f"after restart: {c}")
+            assert c["succeeded"] == accepted and c["scored_twice"] == 0
+            assert c["times_scored"] == accepted and c["case_results"] == accepted * args.cases
+            print("every accepted submission scored exactly once, also across the worker crash")
+
+        # 3. Hostile uploads while valid ones are scored.
+        if "hostile" in parts:
+            peak = PeakMemory(worker.pid)
+            hostile_mix(url, settings, tokens, hostile, data)
+            peak.stop()
+            print(
+                f"worker peak memory (RSS): {peak.peak_main / 1e6:.0f} MB its own process, "
+                f"{peak.peak_tree / 1e6:.0f} MB with its scoring processes"
+            )
     finally:
         worker.terminate()
         server.terminate()

@@ -81,6 +81,22 @@ def case_files(**override: bytes) -> dict[str, bytes]:
     return files
 
 
+def at_upload(p: Platform, sub_id: int) -> Submission:
+    """The submission as the upload left it, before any worker ran."""
+    with p.db() as db:
+        sub = db.get(Submission, sub_id)
+        assert sub is not None
+        return sub
+
+
+def assert_failed_at_upload(p: Platform, sub_id: int) -> Submission:
+    """Screened at upload: failed at once, never claimed by a worker."""
+    sub = at_upload(p, sub_id)
+    assert (sub.status, sub.attempts) == (SubmissionStatus.failed, 0), sub.message
+    assert sub.finished_at is not None
+    return sub
+
+
 def assert_slot_still_free(p: Platform) -> None:
     """The failure used no daily submission: a good upload is accepted and scored now."""
     ok = evaluate(p, submit(p, good_zip()))
@@ -127,15 +143,16 @@ def test_header_bomb_is_refused_from_its_header_without_reading_voxels(
 
     bomb = header_bomb()
     assert len(bomb) < 1024
-    sub_id = submit(platform, make_zip(case_files(**{"case-A-002.nii.gz": bomb})))
+    data = make_zip(case_files(**{"case-A-002.nii.gz": bomb}))
     tracemalloc.start()
     try:
-        sub = evaluate(platform, sub_id)
+        sub_id = submit(platform, data)
+        sub = assert_failed_at_upload(platform, sub_id)
+        evaluate(platform, sub_id)  # a worker that gets the message anyway does nothing
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated: voxels were read"
-    assert sub.status is SubmissionStatus.failed and sub.attempts == 1
     assert sub.message == (
         "1 case(s) failed the checks, e.g. case-A-002: "
         "shape (1400, 1400, 1400) differs from the truth's (16, 16, 4)"
@@ -160,8 +177,8 @@ def test_header_bomb_is_refused_from_its_header_without_reading_voxels(
 def test_affine_and_data_type_come_from_the_header(
     platform: Platform, mask: bytes, expected: str
 ) -> None:
-    sub = evaluate(platform, submit(platform, make_zip(case_files(**{"case-A-001.nii.gz": mask}))))
-    assert sub.status is SubmissionStatus.failed
+    sub_id = submit(platform, make_zip(case_files(**{"case-A-001.nii.gz": mask})))
+    sub = assert_failed_at_upload(platform, sub_id)
     assert sub.message.startswith("1 case(s) failed the checks, e.g. case-A-001: "), sub.message
     assert expected in sub.message
 
@@ -216,8 +233,11 @@ def test_scoring_over_the_time_limit_is_stopped(platform: Platform) -> None:
 # -- item 3: corrupt uploads fail at once, clearly, and do not count ----------------------------
 
 
-def corrupt(zip_bytes: bytes, member: str, at: int, value: int) -> bytes:
-    """``zip_bytes`` with byte ``at`` of ``member``'s compressed data set to ``value``."""
+def corrupt(zip_bytes: bytes, member: str, at: int, value: int | None = None) -> bytes:
+    """``zip_bytes`` with byte ``at`` of ``member``'s compressed data set to ``value``.
+
+    ``None`` flips every bit of the byte.
+    """
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
         info = zf.getinfo(member)
     data = bytearray(zip_bytes)
@@ -225,7 +245,7 @@ def corrupt(zip_bytes: bytes, member: str, at: int, value: int) -> bytes:
         "<HH", data[info.header_offset + 26 : info.header_offset + 30]
     )
     start = info.header_offset + 30 + name_len + extra_len
-    data[start + at] = value
+    data[start + at] = data[start + at] ^ 0xFF if value is None else value
     return bytes(data)
 
 
@@ -247,10 +267,38 @@ DAMAGED = {
 
 @pytest.mark.parametrize("name", sorted(DAMAGED))
 def test_a_damaged_member_fails_at_once_and_does_not_count(platform: Platform, name: str) -> None:
-    sub = evaluate(platform, submit(platform, DAMAGED[name]))
-    assert sub.status is SubmissionStatus.failed
+    sub = assert_failed_at_upload(platform, submit(platform, DAMAGED[name]))
     assert sub.message == "the archive is damaged: case-A-002.nii.gz"
-    assert sub.attempts == 1 and sub.results == []
+    assert_slot_still_free(platform)
+
+
+def nifti_with_extension(size: int) -> bytes:
+    """An uncompressed NIfTI mask carrying ``size`` bytes of (compressible) extension data."""
+    img = nib.Nifti1Image(truth_mask(1), AFFINE)
+    payload = np.random.default_rng(1).integers(0, 4, size, dtype=np.uint8).tobytes()
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, payload))
+    return img.to_bytes()
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["crc", "zlib"])
+def test_damage_deep_inside_a_member_fails_in_one_step_in_the_worker(
+    platform: Platform, method: int
+) -> None:
+    """Damage past the first 4 KB passes the screening; unpacking finds it and fails at once."""
+    files = case_files()
+    del files["case-A-002.nii.gz"]
+    files["case-A-002.nii"] = nifti_with_extension(200_000)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    info = zipfile.ZipFile(buffer).getinfo("case-A-002.nii")
+    damaged = corrupt(buffer.getvalue(), "case-A-002.nii", info.compress_size // 2)
+    sub_id = submit(platform, damaged)
+    assert at_upload(platform, sub_id).status is SubmissionStatus.queued
+    sub = evaluate(platform, sub_id)
+    assert (sub.status, sub.attempts) == (SubmissionStatus.failed, 1)
+    assert sub.message == "the archive is damaged: case-A-002.nii"
     assert not list((platform.settings.data_dir / "work").glob("*"))
     assert_slot_still_free(platform)
 

@@ -35,7 +35,13 @@ from covseg.platform.sandbox import Limits, ScoringFailed, score_in_child
 from covseg.platform.security import new_token
 from covseg.platform.services.challenges import METRICS
 from covseg.platform.services.errors import Invalid
-from covseg.platform.services.uploads import Reference, check_header, read_reference, unpack
+from covseg.platform.services.uploads import (
+    Reference,
+    check_header,
+    checks_message,
+    read_reference,
+    unpack,
+)
 
 #: A submission whose evaluation crashed this many times is failed instead of retried.
 MAX_ATTEMPTS = 3
@@ -303,8 +309,7 @@ def evaluate_submission(
                 {"case_id": c, "source": cases[c][1], "status": "failed", "error": e, "metrics": {}}
                 for c, e in bad.items()
             ]
-            case, error = next(iter(bad.items()))
-            return fail(f"{len(bad)} case(s) failed the checks, e.g. {case}: {error}", rows)
+            return fail(checks_message(bad), rows)
         beat.touch(SubmissionStatus.evaluating)
         public = _Public(settings, preds, cases)
         limits = Limits(memory_limit(settings, references), settings.eval_timeout_s)

@@ -23,6 +23,7 @@ from covseg.platform.models import (
 from covseg.platform.services.challenges import METRICS, is_organizer
 from covseg.platform.services.errors import Forbidden, Invalid, LimitReached, NotFound, TooLarge
 from covseg.platform.services.participants import require_team, team_of
+from covseg.platform.services.uploads import screen_upload
 from covseg.platform.spreadsheet import to_csv
 
 WINDOW = timedelta(hours=24)
@@ -95,8 +96,10 @@ def create_submission(
 
     The limits are checked again after the upload under a write lock on the team row (an
     ``UPDATE`` that is the transaction's first write), so two uploads arriving at the same
-    instant are counted one after the other and cannot both pass a limit of one. The caller
-    commits, then queues the evaluation.
+    instant are counted one after the other and cannot both pass a limit of one. An upload that
+    :func:`~covseg.platform.services.uploads.screen` refuses (damaged, zip bomb, bad names,
+    mask headers that do not match the truth) is stored as ``failed`` at once, which does not
+    count against the daily limit. The caller commits, then queues the evaluation.
     """
     team = check_can_submit(db, user, phase)
     _check_limits(db, team, phase)  # fail fast, before receiving a large file
@@ -120,6 +123,9 @@ def create_submission(
         db.add(sub)
         db.flush()
         shutil.move(tmp, settings.upload_path(sub.id))
+        problem = screen_upload(settings, phase, settings.upload_path(sub.id))
+        if problem is not None:  # fails at once, without waiting in the queue for a worker
+            sub.status, sub.message, sub.finished_at = SubmissionStatus.failed, problem, utcnow()
     finally:
         tmp.unlink(missing_ok=True)
     return sub

@@ -8,6 +8,11 @@ need); extraction then streams with a running count, and Python's ``zipfile`` ne
 more than a member declares, so the declared sizes bound the bytes written. A mask is then
 judged from its header alone (shape, affine, voxel type): no voxel is read before the header
 matches the truth's, so a 1 KB file that claims 1400^3 voxels costs nothing.
+
+:func:`screen` runs the same checks on an upload as it arrives (table of contents, and the
+first KB of each member for its header), so that a hostile or broken zip fails at once instead
+of waiting in the queue; the worker's :func:`unpack` and :func:`check_header` check again, and
+find what only a full read shows (damage deep inside a member).
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import numpy as np
 
+from covseg.platform.config import Settings
+from covseg.platform.models import Phase
 from covseg.platform.services.challenges import case_id_of
 from covseg.platform.services.errors import Invalid
 
@@ -83,6 +91,33 @@ def _member_case(name: str, expected: set[str]) -> str:
     if case not in expected:
         raise Invalid(f"{name}: {case!r} is not a case of this phase")
     return case
+
+
+def _open(zip_path: Path) -> zipfile.ZipFile:
+    """The upload as a zip, or refuse it."""
+    if not zipfile.is_zipfile(zip_path):
+        raise Invalid("the upload is not a zip file")
+    try:
+        return zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise Invalid("the archive is damaged (its table of contents cannot be read)") from exc
+
+
+def _open_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> IO[bytes]:
+    try:
+        return zf.open(member)
+    except NotImplementedError as exc:
+        raise Invalid(f"{member.filename}: compressed with a method covseg cannot read") from exc
+    except _READ_ERRORS as exc:
+        raise Invalid(f"the archive is damaged: {member.filename}") from exc
+
+
+def _read(src: IO[bytes], name: str, size: int) -> bytes:
+    """Up to ``size`` bytes of a member; any decompression or checksum error means damage."""
+    try:
+        return src.read(size)
+    except _READ_ERRORS as exc:
+        raise Invalid(f"the archive is damaged: {name}") from exc
 
 
 def _mb(n: float) -> str:
@@ -172,73 +207,40 @@ def unpack(
         files or bytes (zip bomb), an unsafe or unknown name, a duplicate or a missing case:
         the message says which.
     """
-    if not zipfile.is_zipfile(zip_path):
-        raise Invalid("the upload is not a zip file")
+    zf = _open(zip_path)
     dest.mkdir(parents=True, exist_ok=True)
     found: dict[str, tuple[Path, str]] = {}
     total = 0
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-        raise Invalid("the archive is damaged (its table of contents cannot be read)") from exc
     with zf:
         plan = _plan(zf, references, max_bytes, max_files, max_ratio)
         for case, member in sorted(plan.items()):
             name = member.filename
             target = dest / (case + (".nii.gz" if name.endswith(".gz") else ".nii"))
-            with target.open("wb") as out:
-                try:
-                    src = zf.open(member)
-                except NotImplementedError as exc:
-                    raise Invalid(f"{name}: compressed with a method covseg cannot read") from exc
-                except _READ_ERRORS as exc:
-                    raise Invalid(f"the archive is damaged: {name}") from exc
-                with src:
-                    while True:
-                        try:
-                            chunk = src.read(_CHUNK)
-                        except _READ_ERRORS as exc:
-                            raise Invalid(f"the archive is damaged: {name}") from exc
-                        if not chunk:
-                            break
-                        total += len(chunk)
-                        if total > max_bytes:  # unreachable while zipfile honours the sizes
-                            raise Invalid(f"the zip unpacks to more than {_mb(max_bytes)}")
-                        out.write(chunk)
-                        if alive is not None:
-                            alive()
+            with target.open("wb") as out, _open_member(zf, member) as src:
+                while chunk := _read(src, name, _CHUNK):
+                    total += len(chunk)
+                    if total > max_bytes:  # unreachable while zipfile honours the sizes
+                        raise Invalid(f"the zip unpacks to more than {_mb(max_bytes)}")
+                    out.write(chunk)
+                    if alive is not None:
+                        alive()
             found[case] = (target, name)
     return found
 
 
-def check_header(pred_path: Path, reference: Reference) -> str | None:
-    """Why a mask cannot be scored against its truth, judged from its header alone.
-
-    Returns ``None`` when shape, geometry (spacing, origin, direction) and voxel type fit; the
-    voxels are read later, under the evaluation's memory limit. The message names no path.
-    """
-    import nibabel as nib
-
+def _judge(
+    shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype, reference: Reference
+) -> str | None:
+    """Why a mask with this header cannot be scored against ``reference``, or ``None``."""
     from covseg.io import Volume
     from covseg.metrics.batch import CaseError, check_geometry
 
-    try:
-        img = nib.load(str(pred_path))
-        shape = tuple(int(n) for n in img.shape)  # type: ignore[attr-defined]
-        affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
-        dtype = np.dtype(img.get_data_dtype())  # type: ignore[attr-defined]
-    except nib.filebasedimages.ImageFileError:
-        return "cannot read the mask's NIfTI header (not a NIfTI file)"
-    except Exception as exc:  # nibabel raises many types for a broken header
-        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        detail = detail.replace(str(pred_path), "the file")
-        return f"cannot read the mask's NIfTI header ({detail})"
     if dtype.kind not in "biuf" or dtype.itemsize > MAX_ITEMSIZE or dtype.fields is not None:
         return (
             f"voxel type {dtype} is not a mask type (integers or floats up to 8 bytes; "
             f"the truth is {reference.dtype})"
         )
-    # A volume of the header's shape that holds no memory: the geometry check needs no voxels.
+    # Volumes of the header's shape that hold no memory: the geometry check needs no voxels.
     empty = np.broadcast_to(np.zeros((), dtype=np.uint8), shape)
     truth = np.broadcast_to(np.zeros((), dtype=np.uint8), reference.shape)
     try:
@@ -246,3 +248,105 @@ def check_header(pred_path: Path, reference: Reference) -> str | None:
     except CaseError as exc:
         return str(exc).removeprefix("mask: ")
     return None
+
+
+def check_header(pred_path: Path, reference: Reference) -> str | None:
+    """Why a mask file cannot be scored against its truth, judged from its header alone.
+
+    Returns ``None`` when shape, geometry (spacing, origin, direction) and voxel type fit; the
+    voxels are read later, under the evaluation's memory limit. The message names no path.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(pred_path))
+        shape = tuple(int(n) for n in img.shape)  # type: ignore[attr-defined]
+        affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
+        dtype = np.dtype(img.get_data_dtype())  # type: ignore[attr-defined]
+    except nib.filebasedimages.ImageFileError:
+        return f"{_UNREADABLE} (not a NIfTI file)"
+    except Exception as exc:  # nibabel raises many types for a broken header
+        return f"{_UNREADABLE} ({_first_line(exc).replace(str(pred_path), 'the file')})"
+    return _judge(shape, affine, dtype, reference)
+
+
+_UNREADABLE = "cannot read the mask's NIfTI header"
+#: Bytes of a member read when screening: a gzipped NIfTI-2 header fits many times over.
+_HEAD = 4096
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
+def _header_of(head: bytes, gzipped: bool) -> str | tuple[tuple[int, ...], np.ndarray, np.dtype]:
+    """Shape, affine and voxel type from a mask file's first bytes, or why they cannot be read."""
+    import nibabel as nib
+
+    raw = head
+    if gzipped:
+        try:
+            raw = zlib.decompressobj(wbits=31).decompress(head, 1024)
+        except zlib.error:
+            return f"{_UNREADABLE} (not a gzip file)"
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(raw) >= size and klass.may_contain_header(raw[:size]):
+            try:
+                header = klass(raw[:size], check=True)
+                shape = tuple(int(n) for n in header.get_data_shape())
+                affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+                return shape, affine, np.dtype(header.get_data_dtype())
+            except Exception as exc:  # nibabel's header checks raise several types
+                return f"{_UNREADABLE} ({_first_line(exc)})"
+    return f"{_UNREADABLE} (not a NIfTI file)"
+
+
+def checks_message(errors: dict[str, str]) -> str:
+    """One line for masks that failed the checks: how many, and the first with its reason."""
+    case, error = next(iter(sorted(errors.items())))
+    return f"{len(errors)} case(s) failed the checks, e.g. {case}: {error}"
+
+
+def screen(
+    zip_path: Path,
+    references: dict[str, Reference],
+    max_bytes: int,
+    max_files: int,
+    max_ratio: float = float("inf"),
+) -> str | None:
+    """Why an upload can be failed at once, or ``None`` when it goes on to a worker.
+
+    Reads the zip's table of contents and the first 4 KB of each member: every limit of
+    :func:`unpack`, damage at the start of a member, and every mask header. Milliseconds for
+    any upload, so the web request does it and a hostile zip never waits in the queue.
+    """
+    try:
+        zf = _open(zip_path)
+        with zf:
+            plan = _plan(zf, references, max_bytes, max_files, max_ratio)
+            errors: dict[str, str] = {}
+            for case, member in sorted(plan.items()):
+                with _open_member(zf, member) as src:
+                    head = _read(src, member.filename, _HEAD)
+                found = _header_of(head, member.filename.endswith(".gz"))
+                problem = found if isinstance(found, str) else _judge(*found, references[case])
+                if problem is not None:
+                    errors[case] = problem
+    except Invalid as exc:
+        return str(exc)
+    return checks_message(errors) if errors else None
+
+
+def screen_upload(settings: Settings, phase: Phase, zip_path: Path) -> str | None:
+    """:func:`screen` an upload to ``phase`` with the platform's limits."""
+    references = {
+        case.case_id: read_reference(settings.data_dir / case.truth_path) for case in phase.cases
+    }
+    return screen(
+        zip_path,
+        references,
+        settings.max_unzipped_bytes,
+        settings.max_zip_files,
+        settings.max_zip_ratio,
+    )
