@@ -1,13 +1,18 @@
 """Scoring a submission's cases in a child process, under a memory and a wall-time limit.
 
-A participant's file is read only here: the child limits its own address space
-(``RLIMIT_AS``) before it reads anything, so a mask that needs too much memory fails that
-case with a ``MemoryError`` (or, at worst, ends the child), never the worker or the machine.
-The parent sends the job as JSON on the child's stdin and reads one JSON line per scored case
-from its stdout, so it can report a heartbeat while it waits, and kills the child's whole
-process group when the wall-time limit passes or the worker is stopping.
+A participant's file is read only here: before each submission the child lowers its own
+address-space limit (``RLIMIT_AS``) to that submission's, so a mask that needs too much memory
+fails that case with a ``MemoryError`` (or, at worst, ends the child), never the worker or the
+machine. The parent sends each job as one JSON line on the child's stdin and reads one JSON
+line per scored case from its stdout, so it can report a heartbeat while it waits; when the
+wall-time limit passes or the worker is stopping it kills the child's whole process group.
 
-Run as ``python -m covseg.platform.sandbox`` (by :func:`score_in_child` only).
+One child serves the consecutive submissions of one worker thread (starting Python with numpy,
+scipy and nibabel costs ~0.6 CPU-s, more than scoring a small submission); after a kill or a
+crash the next submission starts a fresh one. A child whose parent dies reads the end of its
+stdin and exits.
+
+Run as ``python -m covseg.platform.sandbox`` (by :class:`Sandbox` only).
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 #: The parent's items: (case id, prediction path, truth path, source).
 Item = tuple[str, str, str, str]
+#: Seconds a new child may take to import what scoring needs.
+START_TIMEOUT_S = 120.0
 
 
 class ScoringFailed(Exception):
@@ -63,123 +70,169 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the child and whatever it started (its own session), then reap it."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
+class Sandbox:
+    """A scoring child process, started on first use and replaced after a kill or a crash."""
 
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        self._stderr: IO[bytes] | None = None
 
-def score_in_child(
-    items: list[Item],
-    limits: Limits,
-    *,
-    workers: int = 1,
-    scheduler: str | None = None,
-    on_row: Callable[[dict[str, Any]], None],
-    tick: Callable[[], None],
-    tick_every_s: float = 5.0,
-) -> None:
-    """Score ``items`` in a child process, calling ``on_row`` with each row as it arrives.
-
-    Parameters
-    ----------
-    items
-        The cases to score.
-    limits
-        Memory and wall-time limits.
-    workers, scheduler
-        Passed to :func:`covseg.parallel.map_unordered` in the child.
-    on_row
-        Receives each ``score_case_files`` row (it may raise to abandon the scoring).
-    tick
-        Called at least every ``tick_every_s`` seconds while waiting (heartbeat; it may raise).
-
-    Raises
-    ------
-    ScoringFailed
-        The time limit passed, or the child died after it started scoring (out of memory).
-    RuntimeError
-        The child could not start (a fault of the server, not of the submission).
-    """
-    command = [sys.executable, "-m", "covseg.platform.sandbox"]
-    job = {"items": items, "workers": workers, "scheduler": scheduler}
-    job["memory_bytes"] = limits.memory_bytes
-    with tempfile.TemporaryFile() as stderr:
+    def _start(self) -> None:
+        self._stderr = tempfile.TemporaryFile()
         proc = subprocess.Popen(
-            command,
+            [sys.executable, "-m", "covseg.platform.sandbox"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=stderr,
+            stderr=self._stderr,
             env=_child_env(),
             start_new_session=True,  # its own process group, killed as a whole
         )
+        lines: queue.Queue[bytes | None] = queue.Queue()
+        stdout = proc.stdout
+        assert stdout is not None
+
+        def read() -> None:
+            for line in stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        self._proc, self._lines = proc, lines
+        first = self._get(START_TIMEOUT_S)
+        if first is None or "ready" not in json.loads(first):
+            tail = self._stderr_tail()
+            self.close()
+            raise RuntimeError(f"the scoring process did not start: {tail}")
+
+    def _get(self, timeout: float) -> bytes | None:
         try:
-            _run(proc, job, limits, on_row, tick, tick_every_s, len(items), stderr)
-        finally:
-            _kill(proc)
-
-
-def _run(
-    proc: subprocess.Popen[bytes],
-    job: dict[str, Any],
-    limits: Limits,
-    on_row: Callable[[dict[str, Any]], None],
-    tick: Callable[[], None],
-    tick_every_s: float,
-    expected: int,
-    stderr: Any,
-) -> None:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(job).encode())
-    proc.stdin.close()
-    lines: queue.Queue[bytes | None] = queue.Queue()
-    stdout = proc.stdout
-
-    def read() -> None:
-        for line in stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + limits.wall_s
-    ready, rows = False, 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ScoringFailed(
-                f"the evaluation took longer than the limit of {limits.wall_s:.0f} s "
-                f"({rows} of {expected} cases scored)"
-            )
-        try:
-            line = lines.get(timeout=min(tick_every_s, left))
+            return self._lines.get(timeout=timeout)
         except queue.Empty:
+            self.close()
+            raise RuntimeError("the scoring process did not answer") from None
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def close(self) -> None:
+        """Kill the child and whatever it started (its own session), then reap it."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def score(
+        self,
+        items: list[Item],
+        limits: Limits,
+        *,
+        workers: int = 1,
+        scheduler: str | None = None,
+        on_row: Callable[[dict[str, Any]], None],
+        tick: Callable[[], None],
+        tick_every_s: float = 1.0,
+    ) -> None:
+        """Score ``items``, calling ``on_row`` with each row as it arrives.
+
+        Parameters
+        ----------
+        items
+            The cases to score.
+        limits
+            Memory and wall-time limits of this submission.
+        workers, scheduler
+            Passed to :func:`covseg.parallel.map_unordered` in the child.
+        on_row
+            Receives each ``score_case_files`` row (it may raise to abandon the scoring).
+        tick
+            Called at least every ``tick_every_s`` seconds while waiting (heartbeat; it may
+            raise to abandon the scoring).
+
+        Raises
+        ------
+        ScoringFailed
+            The time limit passed, or the child died while scoring (out of memory).
+        RuntimeError
+            The child could not start (a fault of the server, not of the submission).
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            self.close()
+            self._start()
+        assert self._proc is not None and self._proc.stdin is not None
+        job = {"items": items, "workers": workers, "scheduler": scheduler}
+        job["memory_bytes"] = limits.memory_bytes
+        try:
+            self._proc.stdin.write(json.dumps(job).encode() + b"\n")
+            self._proc.stdin.flush()
+            self._follow(limits, on_row, tick, tick_every_s, len(items))
+        except BaseException:
+            self.close()  # a child in an unknown state is never reused
+            raise
+
+    def _follow(
+        self,
+        limits: Limits,
+        on_row: Callable[[dict[str, Any]], None],
+        tick: Callable[[], None],
+        tick_every_s: float,
+        expected: int,
+    ) -> None:
+        deadline = time.monotonic() + limits.wall_s
+        rows = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ScoringFailed(
+                    f"the evaluation took longer than the limit of {limits.wall_s:.0f} s "
+                    f"({rows} of {expected} cases scored)"
+                )
+            try:
+                line = self._lines.get(timeout=min(tick_every_s, left))
+            except queue.Empty:
+                tick()
+                continue
+            if line is None:
+                break
+            message = json.loads(line)
+            if message.get("done"):
+                return
+            rows += 1
+            on_row(message)
             tick()
-            continue
-        if line is None:
-            break
-        message = json.loads(line)
-        if "ready" in message:
-            ready = True
-            continue
-        rows += 1
-        on_row(message)
-        tick()
-    code = proc.wait()
-    if code == 0 and rows == expected:
-        return
-    stderr.seek(0)
-    tail = stderr.read().decode(errors="replace").strip().splitlines()[-1:]
-    if not ready:
-        raise RuntimeError(f"the scoring process did not start (exit {code}): {tail}")
-    memory = "" if limits.memory_bytes is None else f"{limits.memory_bytes / 1e6:.0f} MB, "
-    raise ScoringFailed(
-        f"the scoring process stopped after {rows} of {expected} cases (exit status {code}); "
-        f"a mask may need more than the evaluation's limits ({memory}{limits.wall_s:.0f} s)"
-    )
+        assert self._proc is not None
+        code = self._proc.wait()
+        memory = "" if limits.memory_bytes is None else f"{limits.memory_bytes / 1e6:.0f} MB, "
+        raise ScoringFailed(
+            f"the scoring process stopped after {rows} of {expected} cases (exit status {code}); "
+            f"a mask may need more memory or time than the evaluation's limits "
+            f"({memory}{limits.wall_s:.0f} s)"
+        )
+
+
+_local = threading.local()
+
+
+def thread_sandbox() -> Sandbox:
+    """The scoring child of the calling thread (one per worker thread)."""
+    sandbox = getattr(_local, "sandbox", None)
+    if sandbox is None:
+        sandbox = _local.sandbox = Sandbox()
+    return sandbox
 
 
 def _score(item: Item) -> dict[str, Any]:
@@ -191,24 +244,29 @@ def _score(item: Item) -> dict[str, Any]:
 
 
 def main() -> None:
-    """The child: limit the address space, then score and print one JSON line per case."""
+    """The child: for each job line, limit the address space, score, print a line per case."""
+    import gc
     import resource
 
-    job = json.load(sys.stdin)
-    limit = job["memory_bytes"]
-    if limit is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import covseg.metrics.batch  # noqa: F401  (imported once, for every job)
     from covseg.parallel import map_unordered
 
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     print(json.dumps({"ready": True}), flush=True)
-    items = [tuple(item) for item in job["items"]]
-    for row in map_unordered(_score, items, workers=job["workers"], scheduler=job["scheduler"]):
-        if limit is not None and "MemoryError" in str(row.get("error", "")):
-            row["error"] = (
-                f"{row['case']}: reading or scoring it needs more memory than the evaluation's "
-                f"limit of {limit / 1e6:.0f} MB"
-            )
-        print(json.dumps(row), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        limit = job["memory_bytes"]
+        resource.setrlimit(resource.RLIMIT_AS, (hard if limit is None else limit, hard))
+        items = [tuple(item) for item in job["items"]]
+        for row in map_unordered(_score, items, workers=job["workers"], scheduler=job["scheduler"]):
+            if limit is not None and "MemoryError" in str(row.get("error", "")):
+                row["error"] = (
+                    f"{row['case']}: reading or scoring it needs more memory than the "
+                    f"evaluation's limit of {limit / 1e6:.0f} MB"
+                )
+            print(json.dumps(row), flush=True)
+        gc.collect()
+        print(json.dumps({"done": True}), flush=True)
 
 
 if __name__ == "__main__":

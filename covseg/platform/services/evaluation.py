@@ -31,7 +31,7 @@ from covseg.platform.models import (
     SubmissionStatus,
     utcnow,
 )
-from covseg.platform.sandbox import Limits, ScoringFailed, score_in_child
+from covseg.platform.sandbox import Limits, ScoringFailed, thread_sandbox
 from covseg.platform.security import new_token
 from covseg.platform.services.challenges import METRICS
 from covseg.platform.services.errors import Invalid
@@ -358,7 +358,7 @@ def _score_all(
         if on_case is not None:
             on_case(len(rows))
 
-    score_in_child(
+    thread_sandbox().score(
         items,
         limits,
         workers=settings.workers,

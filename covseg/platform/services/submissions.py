@@ -107,6 +107,8 @@ def create_submission(
         upload, settings.data_dir / "uploads" / "incoming", settings.max_upload_bytes
     )
     try:
+        # Before the write lock below, which serializes uploads: screening reads headers.
+        problem = screen_upload(settings, phase, tmp)
         db.execute(
             update(Team).where(Team.id == team.id).values(lock_counter=Team.lock_counter + 1)
         )
@@ -123,7 +125,6 @@ def create_submission(
         db.add(sub)
         db.flush()
         shutil.move(tmp, settings.upload_path(sub.id))
-        problem = screen_upload(settings, phase, settings.upload_path(sub.id))
         if problem is not None:  # fails at once, without waiting in the queue for a worker
             sub.status, sub.message, sub.finished_at = SubmissionStatus.failed, problem, utcnow()
     finally:
