@@ -192,6 +192,35 @@ def hostile_zips(valid: bytes) -> list[tuple[str, bytes]]:
     ]
 
 
+class Visitor:
+    """Loads the home, challenge and leaderboard pages one after another until stopped."""
+
+    def __init__(self, url: str, phase: str) -> None:
+        self.url, self.phase = url, phase
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pages = ["/", f"/challenges/{SLUG}", f"/challenges/{SLUG}/phases/{self.phase}/leaderboard"]
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            i = 0
+            while not self._stop.is_set():
+                t = time.perf_counter()
+                client.get(pages[i % len(pages)]).raise_for_status()
+                self.latencies.append(time.perf_counter() - t)
+                i += 1
+
+    def stop(self) -> str:
+        """Stop and describe the latencies (count, p50, p95)."""
+        self._stop.set()
+        self._thread.join()
+        lat = self.latencies
+        q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
+        return f"{len(lat)}, p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * q[18]:.0f} ms"
+
+
 class PeakMemory:
     """Peak resident memory of a process and its children, sampled every 0.1 s."""
 
@@ -246,6 +275,8 @@ def hostile_mix(
                 reply = r.json()
                 sent.append((kind, reply["id"], time.perf_counter() - t, reply["status"]))
 
+    visitor = Visitor(url, "hostile")  # from the first upload until the last one is scored
+    t0 = time.perf_counter()
     sender = threading.Thread(target=send_hostile)
     sender.start()
     seconds, statuses, lat = upload_all(url, valid, data, "hostile")
@@ -254,7 +285,10 @@ def hostile_mix(
     print(f"hostile mix: {accepted}/{len(valid)} valid uploads accepted in {seconds:.1f} s")
     q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
     p50, p95 = 1000 * statistics.median(lat), 1000 * q[18]
-    print(f"page loads during the mix: {len(lat)}, p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    print(f"page loads during the uploads: {len(lat)}, p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    wait_scored(settings, "hostile", accepted + len(sent), 3600)
+    print(f"all scored {time.perf_counter() - t0:.1f} s after the first upload")
+    print(f"page loads from the first upload until all were scored: {visitor.stop()}")
     ids = [sub_id for _, sub_id, _, _ in sent]
     factory = session_factory(make_engine(settings.url))
     deadline = time.perf_counter() + 3600
