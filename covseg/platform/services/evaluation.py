@@ -6,6 +6,12 @@ harmless), reports a heartbeat while it works, and commits the results in one tr
 only succeeds while it still holds the claim. A submission whose worker died keeps its stale
 heartbeat; :func:`requeue_stale` puts it back in the queue, and the next claim starts it afresh.
 Hence every accepted submission is scored, and scored exactly once.
+
+What a participant sent is judged before it costs anything: the zip from its table of contents,
+each mask from its header (:mod:`~covseg.platform.services.uploads`); only then are voxels read,
+in a child process under a memory and a wall-time limit (:mod:`covseg.platform.sandbox`). Bad
+uploads fail in one step with one line naming the member or case, never a server path; a worker
+that is stopping gives its submission back to the queue instead.
 """
 
 from __future__ import annotations
