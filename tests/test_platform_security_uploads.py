@@ -525,3 +525,18 @@ def test_one_scoring_process_serves_consecutive_submissions(platform: Platform) 
     assert len(first) == 1
     evaluate(platform, submit(platform, good_zip(), "bob@example.org"))
     assert [p.pid for p in scoring_children()] == first
+
+
+def test_upload_checks_use_the_scorer_geometry_tolerances() -> None:
+    """The web server judges headers without importing the scorer: the tolerances must agree."""
+    from covseg.metrics import batch
+    from covseg.platform.services import uploads
+
+    assert uploads.GEOMETRY_ATOL_MM == batch.GEOMETRY_ATOL_MM
+    assert uploads.DIRECTION_ATOL == batch.DIRECTION_ATOL
+    code = "import sys, numpy as np, covseg.platform.app, covseg.platform.services.uploads as u; "
+    code += "r = u.Reference((2, 2, 2), np.eye(4), np.dtype('u1')); "
+    code += "assert u._judge((2, 2, 2), np.eye(4), np.dtype('u1'), r) is None; "
+    code += "print(sorted({'scipy', 'pandas'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -37,6 +37,9 @@ _CHUNK = 1 << 20
 #: extensions, and gzip's framing of incompressible data (a few bytes per 16 KiB block).
 _HEADER_SLACK = 1 << 20
 _GZIP_OVERHEAD = 1.01
+#: Geometry tolerances (mm, and unitless for direction cosines): those of covseg.metrics.batch.
+GEOMETRY_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
 #: Widest voxel a mask may be stored with (float64, int64): bounds the bytes a mask can hold.
 MAX_ITEMSIZE = 8
 #: Errors of reading (not writing) a damaged member, by the decompressor it uses.
@@ -228,25 +231,45 @@ def unpack(
     return found
 
 
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
 def _judge(
     shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype, reference: Reference
 ) -> str | None:
-    """Why a mask with this header cannot be scored against ``reference``, or ``None``."""
+    """Why a mask with this header cannot be scored against ``reference``, or ``None``.
+
+    The same rules and tolerances as :func:`covseg.metrics.batch.check_geometry`, written here
+    so that the web server, which screens uploads, does not import scipy and pandas.
+    """
     from covseg.io import Volume
-    from covseg.metrics.batch import CaseError, check_geometry
 
     if dtype.kind not in "biuf" or dtype.itemsize > MAX_ITEMSIZE or dtype.fields is not None:
         return (
             f"voxel type {dtype} is not a mask type (integers or floats up to 8 bytes; "
             f"the truth is {reference.dtype})"
         )
-    # Volumes of the header's shape that hold no memory: the geometry check needs no voxels.
-    empty = np.broadcast_to(np.zeros((), dtype=np.uint8), shape)
-    truth = np.broadcast_to(np.zeros((), dtype=np.uint8), reference.shape)
-    try:
-        check_geometry(Volume(empty, affine), Volume(truth, reference.affine), Path("mask"))
-    except CaseError as exc:
-        return str(exc).removeprefix("mask: ")
+    if shape != reference.shape:
+        return f"shape {shape} differs from the truth's {reference.shape}"
+    # Volumes of the header's shape that hold no memory: the geometry needs no voxels.
+    ours = Volume(np.broadcast_to(np.zeros((), dtype=np.uint8), shape), affine)
+    truth = Volume(np.broadcast_to(np.zeros((), dtype=np.uint8), shape), reference.affine)
+    for name, mine, theirs in (
+        ("spacing", ours.spacing, truth.spacing),
+        ("origin", ours.origin, truth.origin),
+    ):
+        gap = float(np.max(np.abs(np.subtract(mine, theirs))))
+        if gap > GEOMETRY_ATOL_MM:
+            return (
+                f"{name} {_fmt(mine)} mm differs from the truth's {_fmt(theirs)} mm "
+                f"(by up to {gap:.3g} mm)"
+            )
+    if not np.allclose(ours.direction, truth.direction, rtol=0, atol=DIRECTION_ATOL):
+        return (
+            "orientation differs from the truth's (axes flipped, swapped or rotated); "
+            "resample the prediction onto the truth's grid"
+        )
     return None
 
 
