@@ -10,7 +10,7 @@ judged from its header alone (shape, affine, voxel type): no voxel is read befor
 matches the truth's, so a 1 KB file that claims 1400^3 voxels costs nothing.
 
 :func:`screen` runs the same checks on an upload as it arrives (table of contents, and the
-first KB of each member for its header), so that a hostile or broken zip fails at once instead
+first 4 KB of each member for its header), so that a hostile or broken zip fails at once instead
 of waiting in the queue; the worker's :func:`unpack` and :func:`check_header` check again, and
 find what only a full read shows (damage deep inside a member).
 """
