@@ -46,6 +46,7 @@ from covseg.platform.tasks import make_queue
 
 CLI = [sys.executable, "-c", "from covseg.cli import main; main()"]
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+SHAPE_J = 16  # voxels along the second axis of the tiny challenge's masks
 
 
 @pytest.fixture
@@ -154,8 +155,8 @@ def test_header_bomb_is_refused_from_its_header_without_reading_voxels(
         tracemalloc.stop()
     assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated: voxels were read"
     assert sub.message == (
-        "1 case(s) failed the checks, e.g. case-A-002: "
-        "shape (1400, 1400, 1400) differs from the truth's (16, 16, 4)"
+        "1 case(s) failed the checks, e.g. case-A-002: 1400 voxels along axis 0 (R), "
+        "the truth has 16 (shape (1400, 1400, 1400) vs (16, 16, 4))"
     )
     assert_slot_still_free(platform)
 
@@ -165,7 +166,7 @@ def test_header_bomb_is_refused_from_its_header_without_reading_voxels(
     [
         (
             nifti_bytes(truth_mask(0), np.diag([0.8, 0.8, 2.5, 1.0]) + np.eye(4, k=3) * 5),
-            "origin (5, 0, 0) mm differs from the truth's (0, 0, 0) mm",
+            "grid shifted by 5 mm from the truth's (origin (5, 0, 0) vs (0, 0, 0) mm",
         ),
         (
             nifti_bytes(truth_mask(0).astype(np.complex64)),
@@ -181,6 +182,18 @@ def test_affine_and_data_type_come_from_the_header(
     sub = assert_failed_at_upload(platform, sub_id)
     assert sub.message.startswith("1 case(s) failed the checks, e.g. case-A-001: "), sub.message
     assert expected in sub.message
+
+
+def test_a_mask_with_flipped_axes_passes_the_header_check(platform: Platform) -> None:
+    """The scorer reorients a mask stored LAS against an RAS truth: the header check agrees."""
+    flip = np.diag([1.0, -1.0, 1.0, 1.0])
+    flip[1, 3] = SHAPE_J - 1
+    mask = nifti_bytes(truth_mask(0)[:, ::-1, :].copy(), AFFINE @ flip)
+    sub_id = submit(platform, make_zip(case_files(**{"case-A-001.nii.gz": mask})))
+    assert at_upload(platform, sub_id).status is SubmissionStatus.queued
+    sub = evaluate(platform, sub_id)
+    assert sub.status is SubmissionStatus.succeeded, sub.message
+    assert {r.case_id: r.metrics["dice"] for r in sub.results}["case-A-001"] == 1.0
 
 
 def big_platform(root: Path, shape: tuple[int, int, int]) -> Platform:
@@ -527,13 +540,8 @@ def test_one_scoring_process_serves_consecutive_submissions(platform: Platform) 
     assert [p.pid for p in scoring_children()] == first
 
 
-def test_upload_checks_use_the_scorer_geometry_tolerances() -> None:
-    """The web server judges headers without importing the scorer: the tolerances must agree."""
-    from covseg.metrics import batch
-    from covseg.platform.services import uploads
-
-    assert uploads.GEOMETRY_ATOL_MM == batch.GEOMETRY_ATOL_MM
-    assert uploads.DIRECTION_ATOL == batch.DIRECTION_ATOL
+def test_the_server_judges_headers_without_importing_the_scorer() -> None:
+    """Screening runs in the web server: it must not pull in scipy and pandas."""
     code = "import sys, numpy as np, covseg.platform.app, covseg.platform.services.uploads as u; "
     code += "r = u.Reference((2, 2, 2), np.eye(4), np.dtype('u1')); "
     code += "assert u._judge((2, 2, 2), np.eye(4), np.dtype('u1'), r) is None; "

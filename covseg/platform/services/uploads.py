@@ -6,8 +6,9 @@ Every limit is checked from the zip's central directory before a byte is extract
 files, declared sizes, compression ratio, and per member the most a mask of its case can
 need); extraction then streams with a running count, and Python's ``zipfile`` never returns
 more than a member declares, so the declared sizes bound the bytes written. A mask is then
-judged from its header alone (shape, affine, voxel type): no voxel is read before the header
-matches the truth's, so a 1 KB file that claims 1400^3 voxels costs nothing.
+judged from its header alone (shape, affine, voxel type), by the scorer's grid rule: no voxel
+is read before the header matches the truth's, so a 1 KB file that claims 1400^3 voxels costs
+nothing.
 
 :func:`screen` runs the same checks on an upload as it arrives (table of contents, and the
 first 4 KB of each member for its header), so that a hostile or broken zip fails at once instead
@@ -37,9 +38,6 @@ _CHUNK = 1 << 20
 #: extensions, and gzip's framing of incompressible data (a few bytes per 16 KiB block).
 _HEADER_SLACK = 1 << 20
 _GZIP_OVERHEAD = 1.01
-#: Geometry tolerances (mm, and unitless for direction cosines): those of covseg.metrics.batch.
-GEOMETRY_ATOL_MM = 1e-3
-DIRECTION_ATOL = 1e-4
 #: Widest voxel a mask may be stored with (float64, int64): bounds the bytes a mask can hold.
 MAX_ITEMSIZE = 8
 #: Errors of reading (not writing) a damaged member, by the decompressor it uses.
@@ -231,45 +229,29 @@ def unpack(
     return found
 
 
-def _fmt(values: tuple[float, ...]) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-
 def _judge(
     shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype, reference: Reference
 ) -> str | None:
     """Why a mask with this header cannot be scored against ``reference``, or ``None``.
 
-    The same rules and tolerances as :func:`covseg.metrics.batch.check_geometry`, written here
-    so that the web server, which screens uploads, does not import scipy and pandas.
+    The grid rule is the scorer's own (:func:`covseg.io.to_reference_grid`: the same voxels,
+    possibly in another axis order or direction), applied to arrays of a zero-byte type, so the
+    header's shape costs no memory whatever it claims (and the server imports no scipy).
     """
-    from covseg.io import Volume
+    from covseg.io import GridMismatchError, Volume, to_reference_grid
 
     if dtype.kind not in "biuf" or dtype.itemsize > MAX_ITEMSIZE or dtype.fields is not None:
         return (
             f"voxel type {dtype} is not a mask type (integers or floats up to 8 bytes; "
             f"the truth is {reference.dtype})"
         )
-    if shape != reference.shape:
-        return f"shape {shape} differs from the truth's {reference.shape}"
-    # Volumes of the header's shape that hold no memory: the geometry needs no voxels.
-    ours = Volume(np.broadcast_to(np.zeros((), dtype=np.uint8), shape), affine)
-    truth = Volume(np.broadcast_to(np.zeros((), dtype=np.uint8), shape), reference.affine)
-    for name, mine, theirs in (
-        ("spacing", ours.spacing, truth.spacing),
-        ("origin", ours.origin, truth.origin),
-    ):
-        gap = float(np.max(np.abs(np.subtract(mine, theirs))))
-        if gap > GEOMETRY_ATOL_MM:
-            return (
-                f"{name} {_fmt(mine)} mm differs from the truth's {_fmt(theirs)} mm "
-                f"(by up to {gap:.3g} mm)"
-            )
-    if not np.allclose(ours.direction, truth.direction, rtol=0, atol=DIRECTION_ATOL):
-        return (
-            "orientation differs from the truth's (axes flipped, swapped or rotated); "
-            "resample the prediction onto the truth's grid"
-        )
+    nothing = np.zeros((), dtype=np.dtype([]))  # itemsize 0
+    ours = Volume(np.broadcast_to(nothing, shape), affine)
+    truth = Volume(np.broadcast_to(nothing, reference.shape), reference.affine)
+    try:
+        to_reference_grid(ours, truth, reference_name="the truth")
+    except GridMismatchError as exc:
+        return str(exc)
     return None
 
 
