@@ -548,3 +548,21 @@ def test_the_server_judges_headers_without_importing_the_scorer() -> None:
     code += "print(sorted({'scipy', 'pandas'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_each_case_sets_its_own_memory_limit_in_a_reused_process() -> None:
+    """Pool processes outlive a job: every case sets its job's limit, lower or higher."""
+    code = (
+        "import resource; from covseg.platform.sandbox import _limit_memory as m; "
+        "m(600_000_000); a = resource.getrlimit(resource.RLIMIT_AS)[0]; "
+        "m(900_000_000); b = resource.getrlimit(resource.RLIMIT_AS)[0]; "
+        "m(None); print(a, b, resource.getrlimit(resource.RLIMIT_AS)[0])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["600000000", "900000000", str(resource_unlimited())]
+
+
+def resource_unlimited() -> int:
+    import resource
+
+    return int(resource.getrlimit(resource.RLIMIT_AS)[1])

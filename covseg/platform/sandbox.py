@@ -235,30 +235,43 @@ def thread_sandbox() -> Sandbox:
     return sandbox
 
 
-def _score(item: Item) -> dict[str, Any]:
-    """Score one case (module-level, so that a process pool can pickle it)."""
+def _limit_memory(limit: int | None) -> None:
+    """Set this process's address-space limit (soft; the hard limit stays as it was)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if limit is not None and hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (hard if limit is None else limit, hard))
+
+
+def _score(job: tuple[Item, int | None]) -> dict[str, Any]:
+    """Score one case under ``limit`` (module-level, so that a process pool can pickle it).
+
+    The limit is set here as well as in the child: pool processes are forked from a server
+    started under an earlier job's limit.
+    """
     from covseg.metrics.batch import score_case_files
 
-    case_id, pred, truth, source = item
+    (case_id, pred, truth, source), limit = job
+    _limit_memory(limit)
     return dict(score_case_files(case_id, pred, truth, source))
 
 
 def main() -> None:
     """The child: for each job line, limit the address space, score, print a line per case."""
     import gc
-    import resource
 
     import covseg.metrics.batch  # noqa: F401  (imported once, for every job)
     from covseg.parallel import map_unordered
 
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
         limit = job["memory_bytes"]
-        resource.setrlimit(resource.RLIMIT_AS, (hard if limit is None else limit, hard))
-        items = [tuple(item) for item in job["items"]]
-        for row in map_unordered(_score, items, workers=job["workers"], scheduler=job["scheduler"]):
+        _limit_memory(limit)
+        cases = [(tuple(item), limit) for item in job["items"]]
+        for row in map_unordered(_score, cases, workers=job["workers"], scheduler=job["scheduler"]):
             if limit is not None and "MemoryError" in str(row.get("error", "")):
                 row["error"] = (
                     f"{row['case']}: reading or scoring it needs more memory than the "
