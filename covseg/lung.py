@@ -57,6 +57,9 @@ WORK_MM = 2.5
 MIN_LUNG_ML = 0.5
 #: Without an air region of at least this volume (mL) there are no lungs in the field of view.
 MIN_LARGEST_ML = 3.0
+#: An air region covering at least this share of the body's cross-section in one axial slice is
+#: lung even when it looks like pure gas (bowel and stomach gas stay well below it).
+LUNG_SHARE = 0.12
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -211,7 +214,11 @@ def _lung_labels(low: FloatArray, spacing: npt.NDArray[np.float64], path: str | 
     medians = np.atleast_1d(ndimage.median(low, comp, big)) if len(big) else np.zeros(0)
     pure = ndimage.sum_labels(low < PURE_AIR_HU, comp, big) / (sizes[big - 1] / voxel_ml)
     gas = (medians < GAS_MEDIAN_HU) | (pure >= GAS_PURE_FRACTION)
-    keep = big[~gas & _inside_body(low, comp, big)]
+    body = _body(low)
+    # Lung shown too dark (an 8-bit lung window mapped back to HU, emphysema) is still lung when
+    # it fills much of the body's cross-section; bowel and stomach gas never do.
+    gas &= _slice_share(comp, big, body) < LUNG_SHARE
+    keep = big[~gas & _inside_body(body, comp, big)]
     if not len(keep) or sizes[keep - 1].max() < MIN_LARGEST_ML:
         raise ValueError(f"{path}: no lungs in the field of view (no aerated lung found)")
     lungs = _near_large(comp, keep, sizes, spacing)
@@ -220,32 +227,56 @@ def _lung_labels(low: FloatArray, spacing: npt.NDArray[np.float64], path: str | 
     two = _split_lungs(lungs, low, spacing)
     if two is None:
         raise ValueError(f"{path}: no lungs in the field of view (only airways)")
-    return _close_lungs(two, low, airway, spacing)
+    closed = _close_lungs(two, low, airway, spacing)
+    return _fill_cavity(closed, low, airway, body)
 
 
-def _inside_body(
-    low: FloatArray, comp: npt.NDArray[np.int32], labels: npt.NDArray[np.intp]
-) -> npt.NDArray[np.bool_]:
-    """For each air component in ``labels``: does it lie inside the patient's body?
+def _body(low: FloatArray) -> BoolArray:
+    """The patient's body: the largest tissue region with its holes filled slice by slice.
 
-    When outside air is visible (most of the in-plane image border is pure air), the
-    body is the largest tissue region with its holes filled slice by slice, and a component
-    mostly outside it (the table, blankets) is not lung. On a crop inside the body nothing is
-    outside, and every component counts as inside.
+    When no outside air is visible (less than 30 % of the in-plane image border is pure air: a
+    crop inside the body, or a slice cropped to the body), the whole image is body.
     """
     from scipy import ndimage
 
-    edge = np.zeros(comp.shape[:2], bool)
+    edge = np.zeros(low.shape[:2], bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
     if np.mean(low[edge] < PURE_AIR_HU) < 0.3:
-        return np.ones(len(labels), bool)
+        return np.ones(low.shape, bool)
     tissue = low > AIR_HU
     tcomp, n = ndimage.label(tissue)
+    if n == 0:
+        return np.ones(low.shape, bool)
     sizes = ndimage.sum_labels(tissue, tcomp, np.arange(1, n + 1))
-    body = _fill_slices(tcomp == int(np.argmax(sizes)) + 1)
+    return _fill_slices(tcomp == int(np.argmax(sizes)) + 1)
+
+
+def _inside_body(
+    body: BoolArray, comp: npt.NDArray[np.int32], labels: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """For each air component in ``labels``: does most of it lie inside the ``body``?
+
+    A component mostly outside it (the air around the patient, the table, blankets) is not lung.
+    """
+    from scipy import ndimage
+
     within = ndimage.sum_labels(body, comp, labels)
     total = ndimage.sum_labels(np.ones_like(body), comp, labels)
     return np.asarray(within >= 0.5 * total)
+
+
+def _slice_share(
+    comp: npt.NDArray[np.int32], labels: npt.NDArray[np.intp], body: BoolArray
+) -> npt.NDArray[np.float64]:
+    """For each component in ``labels``: its largest share of the body's area in one slice."""
+    if not len(labels):
+        return np.zeros(0)
+    body_area = np.maximum(body.sum(axis=(0, 1)), 1)
+    share = np.zeros(len(labels))
+    for k in range(comp.shape[2]):
+        counts = np.bincount(comp[:, :, k].ravel(), minlength=int(labels.max()) + 1)
+        share = np.maximum(share, counts[labels] / body_area[k])
+    return share
 
 
 def _near_large(
@@ -425,6 +456,58 @@ def _close_lungs(
         closed = _fill_slices(closed) & ~airway[box]
         out[box][closed & (out[box] == 0)] = value
     return out
+
+
+def _fill_cavity(
+    labels: npt.NDArray[np.uint8], low: FloatArray, airway: BoolArray, body: BoolArray
+) -> npt.NDArray[np.uint8]:
+    """Add the dense lung each lung's aerated part leaves out, slice by slice.
+
+    In each axial slice, a lung's convex hull is what its pleura would enclose if the lung were
+    aerated: consolidation against the chest wall or filling a lower lobe lies inside it. Of the
+    hull, only soft tissue inside the body (:data:`AIR_HU` up to :data:`MAX_FILL_HU`: not gas,
+    bone or contrast), off the airways, and outside the mediastinum (:func:`_mediastinum`) is
+    added.
+    """
+    from skimage.morphology import convex_hull_image
+
+    out = labels.copy()
+    fillable = (low >= AIR_HU) & (low < MAX_FILL_HU) & body & ~airway
+    top = labels.shape[2] - 1
+    for k in range(top + 1):
+        plane = labels[:, :, k]
+        if not plane.any():
+            continue
+        free = fillable[:, :, k] & (plane == 0) & ~_mediastinum(plane)
+        if top > 0:
+            # In a volume, the hull of a lung base wraps the liver or spleen under the dome of
+            # the diaphragm, as dense as consolidation: only tissue with lung both above and
+            # below it is added (the first and last slices get nothing).
+            free &= (labels[:, :, min(k + 1, top)] > 0) & (labels[:, :, max(k - 1, 0)] > 0)
+            free &= 0 < k < top
+        for value in (1, 2):
+            lung = plane == value
+            if lung.sum() < 3:
+                continue
+            add = convex_hull_image(lung) & free
+            out[:, :, k][add] = value
+            free &= ~add
+    return out
+
+
+def _mediastinum(plane: npt.NDArray[np.uint8]) -> BoolArray:
+    """Pixels of an axial slice lying between the two lungs along the patient's left-right axis.
+
+    In each row (fixed anterior-posterior position) where both lungs are present, the pixels
+    between the right lung's most medial pixel and the left lung's are mediastinum (heart, great
+    vessels, oesophagus, spine). Rows holding one lung have none.
+    """
+    n = plane.shape[0]
+    right, left = plane == 1, plane == 2
+    x = np.arange(n)[:, None]
+    right_min = np.where(right.any(axis=0), right.argmax(axis=0), n)
+    left_max = np.where(left.any(axis=0), n - 1 - left[::-1].argmax(axis=0), -1)
+    return np.asarray((x > left_max[None, :]) & (x < right_min[None, :]))
 
 
 def _ball(spacing: npt.NDArray[np.float64]) -> tuple[float, float, float]:
