@@ -57,6 +57,8 @@ WORK_MM = 2.5
 MIN_LUNG_ML = 0.5
 #: Without an air region of at least this volume (mL) there are no lungs in the field of view.
 MIN_LARGEST_ML = 3.0
+#: Margin (mm) above and below the lungs of :func:`thorax_mask`.
+THORAX_MARGIN_MM = 20.0
 #: An air region covering at least this share of the body's cross-section in one axial slice is
 #: lung even when it looks like pure gas (bowel and stomach gas stay well below it).
 LUNG_SHARE = 0.12
@@ -133,6 +135,59 @@ def lung_mask(ct: Volume, path: str | Path = "CT") -> Volume:
     labels = _lung_labels(low, work_spacing, path)
     full = _upsample(labels, factors, ras.shape)
     back = apply_orientation(full, _inverse(ornt))
+    return ct.with_array(np.ascontiguousarray(back, dtype=np.uint8))
+
+
+def thorax_mask(
+    ct: Volume,
+    lung: Volume | None = None,
+    path: str | Path = "CT",
+    margin_mm: float = THORAX_MARGIN_MM,
+) -> Volume:
+    """A generous region around the lungs for choosing what to segment: the thorax, not the lung.
+
+    The patient's body (all of the image on a crop inside the body) in the axial slices that
+    hold lung, plus ``margin_mm`` above and below. Dense lung the lung mask misses (a whole
+    consolidated lobe, a lung the 8-bit window turned white) lies inside it, so a lesion is never
+    lost by cropping or post-processing with it.
+
+    Parameters
+    ----------
+    ct
+        A 3D CT in HU.
+    lung
+        Its lung mask, when already computed (:func:`lung_mask`).
+    path
+        Name used in error messages.
+    margin_mm
+        Margin added above and below the lungs (mm).
+
+    Returns
+    -------
+    Volume
+        uint8 0/1 with the CT's geometry.
+
+    Raises
+    ------
+    ValueError
+        As :func:`lung_mask` (no lungs, not HU, not 3D).
+    """
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    if lung is None:
+        lung = lung_mask(ct, path)
+    ornt = io_orientation(ct.affine)
+    ras = apply_orientation(np.asarray(ct.array), ornt)
+    lungs = apply_orientation(np.asarray(lung.array) != 0, ornt)
+    spacing = np.asarray(ct.spacing)[np.argsort(ornt[:, 0])]
+    factors = _block_factors(spacing)
+    body = _body(_block_mean(ras, factors)).astype(np.uint8)
+    full = _upsample(body, factors, ras.shape) > 0
+    zs = np.flatnonzero(lungs.any(axis=(0, 1)))
+    pad = int(np.ceil(margin_mm / spacing[2]))
+    full[:, :, : max(0, zs[0] - pad)] = False
+    full[:, :, zs[-1] + 1 + pad :] = False
+    back = apply_orientation(full | lungs, _inverse(ornt))
     return ct.with_array(np.ascontiguousarray(back, dtype=np.uint8))
 
 
