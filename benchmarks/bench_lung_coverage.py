@@ -5,9 +5,10 @@ the body, radiologist lesion masks) are mapped back to approximate HU with the w
 slices-2d model uses (:data:`covseg.model.slices2d_data.HU_WINDOW`: grey 0..255 -> -1100..300 HU)
 as one-slice volumes of 0.7 mm pixels (1 mm thick), and :func:`covseg.lung.lung_mask` runs on
 each. Printed: per slice the share of its lesion pixels inside the lung mask, the pooled share
-(all lesion pixels of all slices), the slices without lungs, and each slice's own best window
-(:func:`window_of`): slices whose window is far from the fitted one (either end more than 150 HU
-off) are listed, since their HU are only approximate. About half of the MedSeg slices are stored
+(all lesion pixels of all slices), the slices without lungs, and where each slice's aerated lung
+and soft tissue land in HU (:func:`anchors`): slices whose window is far from the fitted one
+(aerated lung more than 150 HU from -850 HU, or soft tissue from +40 HU) are listed, since
+their HU are only approximate. About half of the MedSeg slices are stored
 rotated by 90 degrees (the lungs above each other); they are turned upright first (the lungs side
 by side), which the lung mask's left/right split needs.
 
@@ -30,11 +31,13 @@ from scipy import ndimage
 
 from covseg.io import Volume, read_volume
 from covseg.lung import lung_mask
-from covseg.model.slices2d_data import HU_WINDOW, body_box, read_hu
+from covseg.model.slices2d_data import HU_WINDOW
 
 #: Pixel size (mm) assumed for the MedSeg slices (they carry none).
 PIXEL_MM = 0.7
-#: A slice whose own window differs from HU_WINDOW by more than this (HU, either end) is "far".
+#: Aerated lung and soft tissue (HU) as a CT shows them.
+LUNG_HU, SOFT_HU = -850.0, 40.0
+#: A slice whose aerated lung or soft tissue maps this far (HU) from them is "far" from the window.
 FAR_HU = 150.0
 #: lungmask's R231 voxel counts on its two test slices (its own tests): right, left.
 R231 = (64752, 36536)
@@ -70,33 +73,17 @@ def to_volume(grey: npt.NDArray[np.uint8], window: tuple[float, float] = HU_WIND
     return Volume(np.ascontiguousarray(hu.T[:, :, None]), affine)
 
 
-def hu_histogram(folder: Path) -> npt.NDArray[np.float64]:
-    """Pooled histogram of body-cropped NY-SBU HU, one bin per HU from -1500 to +1000."""
-    counts = np.zeros(2501)
-    for path in sorted(folder.rglob("*.dcm")):
-        hu = read_hu(path)
-        values = np.clip(np.rint(hu[body_box(hu)]), -1500, 1000).astype(np.int64) + 1500
-        counts += np.bincount(values.ravel(), minlength=2501)
-    return counts
+def anchors(grey: npt.NDArray[np.uint8]) -> tuple[float, float]:
+    """HU (with :data:`HU_WINDOW`) of a slice's aerated lung and soft tissue: the most frequent
+    grey level below and above the slice's Otsu threshold."""
+    from skimage.filters import threshold_otsu
 
-
-def window_of(grey: npt.NDArray[np.uint8], hist: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """The window (low, high) HU whose windowed NY-SBU histogram best matches this slice's greys.
-
-    The grid search of :func:`covseg.model.slices2d_data.fit_hu_window` (L1 distance of the
-    cumulative grey-level histograms, 25 HU steps), for one slice, on a precomputed histogram.
-    """
-    target = np.cumsum(np.bincount(grey.ravel(), minlength=256)) / grey.size
-    hu = np.arange(-1500, 1001, dtype=np.float64)
-    best, window = np.inf, HU_WINDOW
-    for low in np.arange(-1500.0, -375.0, 25.0):
-        for high in np.arange(low + 400.0, 700.0, 25.0):
-            grey_of_hu = np.rint(np.clip((hu - low) / (high - low), 0, 1) * 255).astype(np.int64)
-            cdf = np.cumsum(np.bincount(grey_of_hu, weights=hist, minlength=256)) / hist.sum()
-            distance = float(np.abs(cdf - target).sum())
-            if distance < best:
-                best, window = distance, (float(low), float(high))
-    return window
+    counts = np.bincount(grey.ravel(), minlength=256)
+    split = int(threshold_otsu(grey))
+    modes = (float(np.argmax(counts[:split])), float(split + np.argmax(counts[split:])))
+    low, high = HU_WINDOW
+    lung, soft = (low + g / 255.0 * (high - low) for g in modes)
+    return lung, soft
 
 
 def coverage(folder: Path) -> list[dict[str, object]]:
@@ -134,20 +121,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).parents[2] / "shared" / "data")
     args = parser.parse_args()
     rows = coverage(args.data / "medseg" / "train")
-    hist = hu_histogram(args.data / "ny-sbu")
     far = []
     for row in rows:
-        low, high = window_of(row["grey"], hist)  # type: ignore[arg-type]
-        row["window"] = (low, high)
-        if max(abs(low - HU_WINDOW[0]), abs(high - HU_WINDOW[1])) > FAR_HU:
+        row["anchors"] = lung, soft = anchors(row["grey"])  # type: ignore[arg-type]
+        if abs(lung - LUNG_HU) > FAR_HU or abs(soft - SOFT_HU) > FAR_HU:
             far.append(row["slice"])
-    print("slice  lesion px  inside  lung % of image  own window (HU)  rotated  error")
+    print("slice  lesion px  inside  lung % of image  lung / soft tissue (HU)  rotated  error")
     for row in rows:
         share = row["inside"] / max(row["lesion"], 1)  # type: ignore[operator]
-        low, high = row["window"]  # type: ignore[misc]
+        lung, soft = row["anchors"]  # type: ignore[misc]
         print(
             f"{row['slice']:>5}  {row['lesion']:>9}  {share:6.3f}  {100 * row['lung_share']:15.1f}"
-            f"  {low:6.0f}..{high:<6.0f}  {'yes' if row['rotated'] else 'no':>7}  {row['error']}"
+            f"  {lung:11.0f} / {soft:<11.0f}  {'yes' if row['rotated'] else 'no':>7}"
+            f"  {row['error']}"
         )
 
     def pooled(subset: list[dict[str, object]]) -> str:
@@ -159,7 +145,10 @@ def main() -> None:
     near = [r for r in rows if r["slice"] not in far]
     print(f"MedSeg train, {len(rows)} slices: lesion inside the lung mask {pooled(rows)}")
     print(f"  {len(near)} slices near the fitted window: {pooled(near)}")
-    print(f"  {len(far)} slices far from it (> {FAR_HU:.0f} HU at either end): {', '.join(far)}")
+    print(
+        f"  {len(far)} slices far from it (lung or soft tissue > {FAR_HU:.0f} HU off): "
+        + ", ".join(far)
+    )
     print(f"  slices without lungs: {[r['slice'] for r in rows if r['error']] or 'none'}")
     cpu = [float(r["cpu_s"]) for r in rows]  # type: ignore[arg-type]
     print(f"  lung_mask CPU time per slice: mean {np.mean(cpu):.3f} s, max {max(cpu):.3f} s")
