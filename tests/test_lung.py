@@ -161,10 +161,12 @@ def test_crop_of_one_lung_is_not_split(shared_data: Path) -> None:
     assert counts.max() >= 0.98 * counts.sum()
 
 
-def _chest_slice(depth: int, ggo_share: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+def _chest_slice(
+    depth: int, ggo_share: float = 0.4, ggo_hu: float = -450.0
+) -> tuple[np.ndarray, np.ndarray]:
     """One axial slice (1 mm pixels, RAS+ array): body, two lungs, and a rounded dense region
     biting ``depth`` mm into the right lung from its lateral chest wall, a ``ggo_share`` of its
-    pixels ground glass (-450 HU), the others solid (+30 HU)."""
+    pixels ground glass (``ggo_hu``), the others solid (+30 HU)."""
     i, j = np.indices((300, 200), dtype=float)
     body = ((i - 150) / 140) ** 2 + ((j - 100) / 90) ** 2 <= 1
     right = ((i - 212) / 55) ** 2 + ((j - 100) / 65) ** 2 <= 1  # +x: the patient's right
@@ -174,7 +176,7 @@ def _chest_slice(depth: int, ggo_share: float = 0.4) -> tuple[np.ndarray, np.nda
     ct = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, body.shape)
     ct[right | left] = -850 + rng.normal(0, 20, int((right | left).sum()))
     ggo = rng.random(int(lesion.sum())) < ggo_share
-    ct[lesion] = np.where(ggo, -450, 30) + rng.normal(0, 10, int(lesion.sum()))
+    ct[lesion] = np.where(ggo, ggo_hu, 30) + rng.normal(0, 10, int(lesion.sum()))
     return ct[:, :, None].astype(np.int16), lesion[:, :, None]
 
 
@@ -188,6 +190,16 @@ def test_dense_lesion_against_the_chest_wall_is_lung() -> None:
     assert (pred == 1)[lesion].mean() >= 0.5
     body_wall = (ct[:, :, 0] > -500) & ~lesion[:, :, 0]
     assert (pred[:, :, 0] > 0)[body_wall].mean() < 0.05  # not the chest wall nor the mediastinum
+
+
+def test_dense_ground_glass_against_the_chest_wall_is_lung() -> None:
+    """Dense ground glass (-250 HU, denser than the air threshold) 25 mm deep against the chest
+    wall: grown into from the aerated lung, 97 % of it is lung (the closing alone: 4 %)."""
+    ct, lesion = _chest_slice(25, ggo_share=1.0, ggo_hu=-250.0)
+    pred = lung_mask(Volume(ct, np.diag([1.0, 1.0, 2.0, 1.0]))).array
+    assert (pred == 1)[lesion].mean() >= 0.9
+    body_wall = (ct[:, :, 0] > -500) & ~lesion[:, :, 0]
+    assert (pred[:, :, 0] > 0)[body_wall].mean() < 0.05
 
 
 def test_uniform_solid_tissue_in_the_hull_is_not_lung() -> None:
@@ -221,8 +233,8 @@ def test_thorax_holds_a_lung_the_lung_mask_misses() -> None:
 
 def test_medseg_lesions_inside_the_lung_mask(shared_data: Path) -> None:
     """The radiologists' lesions of the 50 MedSeg training slices, mapped back to HU with the
-    slices-2d window, lie inside the lung mask: 81.1 % pooled (benchmarks/bench_lung_coverage.py),
-    72.2 % before dense lung inside the hull was added; the dark-window slices have lungs."""
+    slices-2d window, lie inside the lung mask: 83.5 % pooled (benchmarks/bench_lung_coverage.py),
+    72.2 % and five slices without lungs before the dark-lung, haze and hull steps."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -234,7 +246,7 @@ def test_medseg_lesions_inside_the_lung_mask(shared_data: Path) -> None:
     rows = bench.coverage(shared_data / "medseg" / "train")
     assert len(rows) == 50
     pooled = sum(r["inside"] for r in rows) / sum(r["lesion"] for r in rows)
-    assert pooled >= 0.80
+    assert pooled >= 0.82
     without = {r["slice"] for r in rows if r["error"]}
     assert not without & {"2", "20", "24", "43"}  # lungs in a dark 8-bit window
     assert len(without) <= 1
