@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def quantify(
     inputs: list[Path] = typer.Argument(
         ...,
-        help="CT and its LESION_MASK; or a dataset folder (CTs with labels); or CTs with --masks.",
+        help="CT and its LESION_MASK (or -m MODEL; or nothing: the lungs alone); a dataset folder; CTs with --masks.",
         metavar="CT [LESION_MASK]",
         show_default=False,
     ),
