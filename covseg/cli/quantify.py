@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 def quantify(
     inputs: list[Path] = typer.Argument(
         ...,
-        help="CT and its LESION_MASK (or -m MODEL; or nothing: the lungs alone); a dataset folder; CTs with --masks.",
+        help=(
+            "CT and its LESION_MASK (or -m MODEL; or nothing: the lungs alone); a dataset folder; "
+            "or CTs with --masks."
+        ),
         metavar="CT [LESION_MASK]",
         show_default=False,
     ),
@@ -193,7 +196,9 @@ def _one(
     lesion = None
     if mask_path is not None:
         # Same grid in another axis order (a mask from another tool): reoriented exactly.
-        mask = to_reference_grid(read_volume(mask_path), ct, path=mask_path, reference_name="the CT")
+        mask = to_reference_grid(
+            read_volume(mask_path), ct, path=mask_path, reference_name="the CT"
+        )
         lesion = lesion_from_labels(mask.array, mask_path, label)
     elif segmenter is not None:
         lesion = segmenter(ct, ct_path).array != 0
