@@ -50,7 +50,7 @@ def segment(
 ) -> Segmentation:
     """Segment the lesions of ``ct`` (HU) with a fold ensemble; ``None`` options follow the plan.
 
-    The mask is computed inside the lung bounding box (when ``lung_crop``), written back into a
+    The mask is computed inside the thorax box (when ``lung_crop``), written back into a
     full-size array and post-processed as the plan says.
     """
     from covseg.lung import lung_mask, thorax_mask
