@@ -83,6 +83,27 @@ def case_id_from_filename(name: str | Path) -> str:
     return stem
 
 
+def scan_case_id(path: str | Path) -> str:
+    """The case id of a scan given by path: a single DICOM file's id keeps its folder.
+
+    DICOM slices are named by their series or instance (``19010101-23.dcm``), which repeats
+    across patients; the folder (the patient) makes the id unique.
+
+    Examples
+    --------
+    >>> scan_case_id("ny-sbu/A046441/19010101-23.dcm")
+    'A046441_19010101-23'
+    >>> scan_case_id("data/volume-covid19-A-0003_ct.nii.gz")
+    'volume-covid19-A-0003'
+    """
+    path = Path(path)
+    case_id = case_id_from_filename(path.name)
+    folder = path.absolute().parent.name  # absolute: a bare file name has its folder too
+    if path.suffix.lower() == ".dcm" and folder:
+        return f"{folder}_{case_id}"
+    return case_id
+
+
 def source_from_case_id(case_id: str) -> str:
     """The COVID-19-20 source letter in a case id (``volume-covid19-B-0012``: B), else ``""``."""
     match = _SOURCE.search(case_id)

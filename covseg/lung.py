@@ -1,9 +1,11 @@
-"""Lung mask from a CT in HU, without a learned model.
+"""Lung mask from a CT in HU, without a learned model, and a generous thorax region.
 
 The mask labels 0 outside the lungs, 1 the patient's right lung and 2 the patient's left lung,
-whatever the orientation the file declares. It is meant for cropping, post-processing and
-quantification, so lesions inside the lung (ground glass and consolidation up to about +50 HU)
-are part of it: a lesion that the lung mask misses would make "% of lung involved" wrong.
+whatever the orientation the file declares. It is meant for quantification (lung volume, "% of
+lung involved"), so lesions inside the lung (ground glass, and consolidation up to soft-tissue
+HU) should be part of it. For choosing what to segment (the lung crop of ``covseg predict`` and
+of training, and the outside-lung post-processing) use :func:`thorax_mask` instead: a lesion the
+lung mask misses must never be cropped or post-processed away.
 
 How it works (all on a copy reoriented to RAS+ and averaged to about 2.5 mm in-plane, which makes
 a 512 x 512 x 300 CT take a few seconds):
@@ -11,22 +13,62 @@ a 512 x 512 x 300 CT take a few seconds):
 1. Air below :data:`AIR_HU` (block-averaged, so partial-volume lung edges count).
 2. Air components that are nearly pure air (median below :data:`GAS_MEDIAN_HU`, or a fifth of
    it below :data:`PURE_AIR_HU`: the air around the patient, bowel and stomach gas, the trachea
-   when separate) are not lung. Ventilated lung has a median near -850 HU because of its vessels
-   and interstitium (severe emphysema, with much of the lung below -950 HU, is a known limit).
-   This works on crops inside the body too, where the lungs reach the edge of the image and no
-   "outside" is visible.
+   when separate) are not lung, unless they cover :data:`LUNG_SHARE` of the body's cross-section
+   in some slice (lung shown too dark: emphysema, an 8-bit lung window mapped back to HU; bowel
+   gas never covers that much). Ventilated lung has a median near -850 HU because of its vessels
+   and interstitium. This works on crops inside the body too, where the lungs reach the edge of
+   the image and no "outside" is visible.
 3. The trachea and main bronchi: the pure-air tube connected to the lungs near the midline at
    the top is removed (grown at :data:`PURE_AIR_HU`, tightened when it leaks into the lungs).
 4. Right and left: two large components are the two lungs; one large component (lungs touching
    at the anterior junction) is eroded until it splits and each voxel then goes to the nearer
    part. The side comes from the affine: in RAS+ world coordinates +x points to the patient's
    right, so the lung with the larger x is the right lung.
-5. Each lung is closed with a ball of :data:`CLOSING_MM` (a radius in mm, so thick and thin
+5. Each lung grows into the hazy tissue next to it (:data:`AIR_HU` to :data:`SOLID_HU`: dense
+   ground glass, denser than the air threshold), at most :data:`HAZE_MM` from its aerated part;
+   the hazy tissue is first opened in-plane, so that the one-voxel rind where lung meets the
+   chest wall or the diaphragm (partial volume) is not taken.
+6. Each lung is closed with a ball of :data:`CLOSING_MM` (a radius in mm, so thick and thin
    slices behave alike) and its holes are filled slice by slice: this brings back vessels and
    dense lesions (consolidation), also those against the chest wall or filling the base of a
    lung, without reaching bone or contrast-filled vessels outside the lung.
-6. The low-resolution mask is upsampled with linear interpolation of the lung field (smooth
+7. Dense lung the aerated lung wraps around: in each axial slice, the tissue (from
+   :data:`AIR_HU` up to :data:`MAX_FILL_HU`) inside the convex hull of each lung,
+   inside the body, off the airways and outside the mediastinum (in each row, the pixels between
+   the two lungs' medial edges) is added where it is diseased lung rather than solid tissue: a
+   connected region of it is added when at least :data:`MIXED_SHARE` of it lies below
+   :data:`SOLID_HU` (ground glass, air bronchograms). Liver, spleen, heart, effusion and muscle
+   are uniformly denser (the liver and spleen the hull wraps at NY-SBU's lung bases: 5-14 %; the
+   MedSeg lesions it adds: 16-82 %). In a volume, also only where the same pixel is lung in the
+   slices above and below: at the bases the hull wraps the liver and spleen under the dome of
+   the diaphragm (on TotalSegmentator's lung bases the unrestricted hull dropped the Dice from
+   0.96 to 0.58, and to 0.947 with the share rule alone). A one-slice input has no slice above
+   or below and gets the share rule only.
+8. The low-resolution mask is upsampled with linear interpolation of the lung field (smooth
    edges) and nearest labels, then put back in the file's orientation.
+
+Measured (``benchmarks/bench_lung_coverage.py``, ``benchmarks/RESULTS.md``): on the 50 MedSeg
+training slices mapped back to HU with the slices-2d window (-1100..300 HU, 0.7 mm pixels),
+83.5 % of the radiologists' lesion pixels lie inside the mask (72.8 % before the dark-lung rule
+of step 2 and steps 5 and 7), 88.2 % on the 31 slices whose window is near the fitted one; one
+slice (54, a window so narrow that aerated lung maps to about -300 HU) has no lungs. lungmask's
+two DICOM slices: 0.995 and 0.966 of R231's right and left voxel counts. TotalSegmentator's lung
+bases: Dice 0.961 against its lobes, as before.
+
+Limits:
+
+- Dense lung the aerated lung does not wrap around is left out: consolidation filling the
+  posterior part of a lung (dependent, the commonest COVID-19 pattern), the cap between the
+  hull's chord and the chest wall, a whole lobe or lung consolidated. In a volume the hull step
+  is also restricted as above. Quantification adds the lesion voxels the lung mask misses to
+  their lung (:mod:`covseg.quantify`), so involvement stays consistent, but a lung volume without
+  a lesion mask is then too small; NY-SBU ``A046441/19010101-23`` (extensive bilateral
+  consolidation) gets 5.8 mL of lung in its one slice (4.1 mL before).
+- Uniformly solid consolidation (no ground glass or air bronchograms left) is not told from
+  effusion, liver or heart, and is left out with them; the mediastinum is told by position only
+  in rows where both lungs are aerated. Effusion is not recognised by its position.
+- Severe emphysema with most of the lung below -950 HU, and lungs shown brighter than about
+  -350 HU (a narrow 8-bit window mapped back to HU) are not found.
 """
 
 from __future__ import annotations
@@ -57,6 +99,17 @@ WORK_MM = 2.5
 MIN_LUNG_ML = 0.5
 #: Without an air region of at least this volume (mL) there are no lungs in the field of view.
 MIN_LARGEST_ML = 3.0
+#: Dense tissue the hull adds is lung only in regions with this share below :data:`SOLID_HU`.
+MIXED_SHARE = 0.2
+#: HU below which a pixel is not solid tissue (ground glass, air; fat is about -100 HU).
+SOLID_HU = -150.0
+#: Farthest (mm) hazy tissue is added from aerated lung.
+HAZE_MM = 20.0
+#: Margin (mm) above and below the lungs of :func:`thorax_mask`.
+THORAX_MARGIN_MM = 20.0
+#: An air region covering at least this share of the body's cross-section in one axial slice is
+#: lung even when it looks like pure gas (bowel and stomach gas stay well below it).
+LUNG_SHARE = 0.12
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -130,6 +183,59 @@ def lung_mask(ct: Volume, path: str | Path = "CT") -> Volume:
     labels = _lung_labels(low, work_spacing, path)
     full = _upsample(labels, factors, ras.shape)
     back = apply_orientation(full, _inverse(ornt))
+    return ct.with_array(np.ascontiguousarray(back, dtype=np.uint8))
+
+
+def thorax_mask(
+    ct: Volume,
+    lung: Volume | None = None,
+    path: str | Path = "CT",
+    margin_mm: float = THORAX_MARGIN_MM,
+) -> Volume:
+    """A generous region around the lungs for choosing what to segment: the thorax, not the lung.
+
+    The patient's body (all of the image on a crop inside the body) in the axial slices that
+    hold lung, plus ``margin_mm`` above and below. Dense lung the lung mask misses (a whole
+    consolidated lobe, a lung the 8-bit window turned white) lies inside it, so a lesion is never
+    lost by cropping or post-processing with it.
+
+    Parameters
+    ----------
+    ct
+        A 3D CT in HU.
+    lung
+        Its lung mask, when already computed (:func:`lung_mask`).
+    path
+        Name used in error messages.
+    margin_mm
+        Margin added above and below the lungs (mm).
+
+    Returns
+    -------
+    Volume
+        uint8 0/1 with the CT's geometry.
+
+    Raises
+    ------
+    ValueError
+        As :func:`lung_mask` (no lungs, not HU, not 3D).
+    """
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    if lung is None:
+        lung = lung_mask(ct, path)
+    ornt = io_orientation(ct.affine)
+    ras = apply_orientation(np.asarray(ct.array), ornt)
+    lungs = apply_orientation(np.asarray(lung.array) != 0, ornt)
+    spacing = np.asarray(ct.spacing)[np.argsort(ornt[:, 0])]
+    factors = _block_factors(spacing)
+    body = _body(_block_mean(ras, factors)).astype(np.uint8)
+    full = _upsample(body, factors, ras.shape) > 0
+    zs = np.flatnonzero(lungs.any(axis=(0, 1)))
+    pad = int(np.ceil(margin_mm / spacing[2]))
+    full[:, :, : max(0, zs[0] - pad)] = False
+    full[:, :, zs[-1] + 1 + pad :] = False
+    back = apply_orientation(full | lungs, _inverse(ornt))
     return ct.with_array(np.ascontiguousarray(back, dtype=np.uint8))
 
 
@@ -211,7 +317,11 @@ def _lung_labels(low: FloatArray, spacing: npt.NDArray[np.float64], path: str | 
     medians = np.atleast_1d(ndimage.median(low, comp, big)) if len(big) else np.zeros(0)
     pure = ndimage.sum_labels(low < PURE_AIR_HU, comp, big) / (sizes[big - 1] / voxel_ml)
     gas = (medians < GAS_MEDIAN_HU) | (pure >= GAS_PURE_FRACTION)
-    keep = big[~gas & _inside_body(low, comp, big)]
+    body = _body(low)
+    # Lung shown too dark (an 8-bit lung window mapped back to HU, emphysema) is still lung when
+    # it fills much of the body's cross-section; bowel and stomach gas never do.
+    gas &= _slice_share(comp, big, body) < LUNG_SHARE
+    keep = big[~gas & _inside_body(body, comp, big)]
     if not len(keep) or sizes[keep - 1].max() < MIN_LARGEST_ML:
         raise ValueError(f"{path}: no lungs in the field of view (no aerated lung found)")
     lungs = _near_large(comp, keep, sizes, spacing)
@@ -220,32 +330,82 @@ def _lung_labels(low: FloatArray, spacing: npt.NDArray[np.float64], path: str | 
     two = _split_lungs(lungs, low, spacing)
     if two is None:
         raise ValueError(f"{path}: no lungs in the field of view (only airways)")
-    return _close_lungs(two, low, airway, spacing)
+    two = _grow_hazy(two, low, airway, body, spacing)
+    closed = _close_lungs(two, low, airway, spacing)
+    return _fill_cavity(closed, low, airway, body)
 
 
-def _inside_body(
-    low: FloatArray, comp: npt.NDArray[np.int32], labels: npt.NDArray[np.intp]
-) -> npt.NDArray[np.bool_]:
-    """For each air component in ``labels``: does it lie inside the patient's body?
+def _grow_hazy(
+    labels: npt.NDArray[np.uint8],
+    low: FloatArray,
+    airway: BoolArray,
+    body: BoolArray,
+    spacing: npt.NDArray[np.float64],
+) -> npt.NDArray[np.uint8]:
+    """Each lung grown into the hazy tissue next to it (:data:`AIR_HU` to :data:`SOLID_HU`:
+    dense ground glass), at most :data:`HAZE_MM` from its aerated part."""
+    from scipy import ndimage
 
-    When outside air is visible (most of the in-plane image border is pure air), the
-    body is the largest tissue region with its holes filled slice by slice, and a component
-    mostly outside it (the table, blankets) is not lung. On a crop inside the body nothing is
-    outside, and every component counts as inside.
+    lungs = labels > 0
+    hazy = (low >= AIR_HU) & (low < SOLID_HU) & body & ~airway
+    # Opened in-plane: the one-voxel rind where lung meets wall or diaphragm (partial volume) goes.
+    hazy = ndimage.binary_opening(hazy, ndimage.generate_binary_structure(2, 1)[:, :, None])
+    box = lung_bounding_box(lungs, tuple(spacing), HAZE_MM)
+    near, index = ndimage.distance_transform_edt(~lungs[box], spacing, return_indices=True)
+    comp, _ = ndimage.label(hazy[box] | lungs[box])
+    touching = np.unique(comp[lungs[box]])
+    grow = hazy[box] & (near <= HAZE_MM) & np.isin(comp, touching[touching > 0])
+    out = labels.copy()
+    out[box][grow] = labels[box][tuple(i[grow] for i in index)]
+    return out
+
+
+def _body(low: FloatArray) -> BoolArray:
+    """The patient's body: the largest tissue region with its holes filled slice by slice.
+
+    When no outside air is visible (less than 30 % of the in-plane image border is pure air: a
+    crop inside the body, or a slice cropped to the body), the whole image is body.
     """
     from scipy import ndimage
 
-    edge = np.zeros(comp.shape[:2], bool)
+    edge = np.zeros(low.shape[:2], bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
     if np.mean(low[edge] < PURE_AIR_HU) < 0.3:
-        return np.ones(len(labels), bool)
+        return np.ones(low.shape, bool)
     tissue = low > AIR_HU
     tcomp, n = ndimage.label(tissue)
+    if n == 0:
+        return np.ones(low.shape, bool)
     sizes = ndimage.sum_labels(tissue, tcomp, np.arange(1, n + 1))
-    body = _fill_slices(tcomp == int(np.argmax(sizes)) + 1)
+    return _fill_slices(tcomp == int(np.argmax(sizes)) + 1)
+
+
+def _inside_body(
+    body: BoolArray, comp: npt.NDArray[np.int32], labels: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """For each air component in ``labels``: does most of it lie inside the ``body``?
+
+    A component mostly outside it (the air around the patient, the table, blankets) is not lung.
+    """
+    from scipy import ndimage
+
     within = ndimage.sum_labels(body, comp, labels)
     total = ndimage.sum_labels(np.ones_like(body), comp, labels)
     return np.asarray(within >= 0.5 * total)
+
+
+def _slice_share(
+    comp: npt.NDArray[np.int32], labels: npt.NDArray[np.intp], body: BoolArray
+) -> npt.NDArray[np.float64]:
+    """For each component in ``labels``: its largest share of the body's area in one slice."""
+    if not len(labels):
+        return np.zeros(0)
+    body_area = np.maximum(body.sum(axis=(0, 1)), 1)
+    share = np.zeros(len(labels))
+    for k in range(comp.shape[2]):
+        counts = np.bincount(comp[:, :, k].ravel(), minlength=int(labels.max()) + 1)
+        share = np.maximum(share, counts[labels] / body_area[k])
+    return share
 
 
 def _near_large(
@@ -425,6 +585,82 @@ def _close_lungs(
         closed = _fill_slices(closed) & ~airway[box]
         out[box][closed & (out[box] == 0)] = value
     return out
+
+
+def _fill_cavity(
+    labels: npt.NDArray[np.uint8], low: FloatArray, airway: BoolArray, body: BoolArray
+) -> npt.NDArray[np.uint8]:
+    """Add the dense lung each lung's aerated part leaves out, slice by slice.
+
+    In each axial slice, a lung's convex hull is what its pleura would enclose if the lung were
+    aerated: consolidation against the chest wall or filling a lower lobe lies inside it. Of the
+    hull, only tissue inside the body (:data:`AIR_HU` up to :data:`MAX_FILL_HU`: not gas, bone
+    or contrast), off the airways, outside the mediastinum (:func:`_mediastinum`), in regions that
+    look like diseased lung (:func:`_mixed_regions`) and, in a volume, with lung in the slices
+    above and below is added.
+    """
+    from skimage.morphology import convex_hull_image
+
+    out = labels.copy()
+    fillable = (low >= AIR_HU) & (low < MAX_FILL_HU) & body & ~airway
+    top = labels.shape[2] - 1
+    for k in range(top + 1):
+        plane = labels[:, :, k]
+        if not plane.any():
+            continue
+        free = fillable[:, :, k] & (plane == 0) & ~_mediastinum(plane)
+        if top > 0:
+            # In a volume, the hull of a lung base wraps the liver or spleen under the dome of
+            # the diaphragm, as dense as consolidation: only tissue with lung both above and
+            # below it is added (the first and last slices get nothing).
+            free &= (labels[:, :, min(k + 1, top)] > 0) & (labels[:, :, max(k - 1, 0)] > 0)
+            free &= 0 < k < top
+        for value in (1, 2):
+            lung = plane == value
+            if lung.sum() < 3:
+                continue
+            box = lung_bounding_box(lung, (1.0, 1.0), 0.0)  # the hull lies inside it
+            if not free[box].any():
+                continue
+            add = convex_hull_image(lung[box]) & free[box]
+            add = _mixed_regions(add, low[:, :, k][box])
+            out[:, :, k][box][add] = value
+            free[box] &= ~add
+    return out
+
+
+def _mixed_regions(add: BoolArray, low: FloatArray) -> BoolArray:
+    """The connected regions of ``add`` (2D) of which at least :data:`MIXED_SHARE` is below
+    :data:`SOLID_HU`: diseased lung (ground glass, air bronchograms, partial consolidation).
+
+    Liver, spleen, effusion, heart and muscle are uniformly denser; on the NY-SBU lung bases the
+    hull's liver and spleen held 5-14 % such pixels, the MedSeg lesions the hull adds 16-82 %.
+    """
+    from scipy import ndimage
+
+    comp, n = ndimage.label(add)
+    if n == 0:
+        return add
+    index = np.arange(1, n + 1)
+    share = ndimage.mean(low < SOLID_HU, comp, index)
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = np.asarray(share) >= MIXED_SHARE
+    return keep[comp]
+
+
+def _mediastinum(plane: npt.NDArray[np.uint8]) -> BoolArray:
+    """Pixels of an axial slice lying between the two lungs along the patient's left-right axis.
+
+    In each row (fixed anterior-posterior position) where both lungs are present, the pixels
+    between the right lung's most medial pixel and the left lung's are mediastinum (heart, great
+    vessels, oesophagus, spine). Rows holding one lung have none.
+    """
+    n = plane.shape[0]
+    right, left = plane == 1, plane == 2
+    x = np.arange(n)[:, None]
+    right_min = np.where(right.any(axis=0), right.argmax(axis=0), n)
+    left_max = np.where(left.any(axis=0), n - 1 - left[::-1].argmax(axis=0), -1)
+    return np.asarray((x > left_max[None, :]) & (x < right_min[None, :]))
 
 
 def _ball(spacing: npt.NDArray[np.float64]) -> tuple[float, float, float]:

@@ -15,6 +15,11 @@ Conventions (part of the ``covseg quantify`` interface):
   tissue (about -100 to +50 HU); -200 HU lies between the two.
 - Severity per lung from the percentage involved, the usual CT severity bands: 0 none, 1 under
   5 %, 2 5-25 %, 3 26-50 %, 4 51-75 %, 5 over 75 %.
+- Without a lesion mask (``lesion=None``) the lungs alone are measured: the lung volumes are
+  given and every lesion key (:data:`LESION_KEYS`) is ``None`` (``null`` in the JSON, with
+  :data:`LUNGS_ONLY_NOTE` as its ``note``).
+- A lesion mask is 0/1 (or boolean); a multi-label file (TotalSegmentator's 42 organs, a class
+  map) is refused by :func:`lesion_from_labels` unless one label is picked.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ KEYS = (
     "left_severity",
     "right_severity",
 )
+#: The keys that need a lesion mask: ``None`` when the lungs alone are measured.
+LESION_KEYS = tuple(k for k in KEYS if k not in ("lung_ml", "left_lung_ml", "right_lung_ml"))
+#: The ``note`` of a record without a lesion mask.
+LUNGS_ONLY_NOTE = (
+    "no lesion mask or model given: the lungs alone were measured, the lesion keys are null"
+)
+
+Record = dict[str, float | int | None]
 
 
 def severity(percent: float) -> int:
@@ -66,9 +79,37 @@ def severity(percent: float) -> int:
     return 2 + int(np.searchsorted(SEVERITY_BANDS[1:], percent, side="left"))
 
 
+def lesion_from_labels(
+    array: npt.ArrayLike, path: str | Path = "lesion mask", label: int | None = None
+) -> npt.NDArray[np.bool_]:
+    """The lesion of a mask file: its 0/1 values, or ``array == label`` when a label is picked.
+
+    Raises
+    ------
+    ValueError
+        When the mask holds values other than 0 and 1 and no ``label`` is given, naming the
+        labels found (a multi-label segmentation is not a lesion mask), or NaN.
+    """
+    values = np.asarray(array)
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        raise ValueError(f"{path}: the mask contains NaN")
+    if label is not None:
+        return np.asarray(values == label)
+    if values.dtype == np.bool_:
+        return values
+    found = np.unique(values)
+    if not np.isin(found, (0, 1)).all():
+        shown = ", ".join(f"{v:g}" for v in found[:12]) + (", ..." if len(found) > 12 else "")
+        raise ValueError(
+            f"{path}: not a 0/1 lesion mask ({len(found)} labels found: {shown}); "
+            "pick the lesion label with --label N"
+        )
+    return values != 0
+
+
 def quantify(
-    ct: Volume, lesion: npt.ArrayLike | Volume, lung: Volume | None = None
-) -> dict[str, float | int]:
+    ct: Volume, lesion: npt.ArrayLike | Volume | None, lung: Volume | None = None
+) -> Record:
     """Lesion burden of a CT: the JSON record of ``covseg quantify``.
 
     Parameters
@@ -76,7 +117,8 @@ def quantify(
     ct
         CT in HU.
     lesion
-        Lesion mask (nonzero = lesion) with the CT's shape, as an array or a Volume.
+        Lesion mask (nonzero = lesion) with the CT's shape, as an array or a Volume; ``None``
+        measures the lungs alone (the lesion keys are then ``None``).
     lung
         Lung labels (1 right, 2 left) with the CT's geometry; computed with
         :func:`covseg.lung.lung_mask` when not given.
@@ -84,7 +126,8 @@ def quantify(
     Returns
     -------
     dict
-        The keys of :data:`KEYS`: volumes in mL, percentages in %, counts and grades as int.
+        The keys of :data:`KEYS`: volumes in mL, percentages in %, counts and grades as int
+        (``None`` for :data:`LESION_KEYS` without a lesion mask).
 
     Raises
     ------
@@ -99,7 +142,12 @@ def quantify(
     """
     from covseg.lung import lung_mask
 
-    mask = np.asarray(lesion.array if isinstance(lesion, Volume) else lesion) != 0
+    if lesion is None:
+        lungs_only = True
+        mask = np.zeros(ct.shape, bool)
+    else:
+        lungs_only = False
+        mask = np.asarray(lesion.array if isinstance(lesion, Volume) else lesion) != 0
     if mask.shape != ct.shape:
         raise ValueError(f"lesion mask shape {mask.shape} differs from the CT's {ct.shape}")
     if lung is None:
@@ -123,7 +171,7 @@ def quantify(
     lung_ml = float(right_lung + left_lung)
     left_pct, right_pct = _percent(left_lesion, left_lung), _percent(right_lesion, right_lung)
     dense = hu >= CONSOLIDATION_HU
-    record: dict[str, float | int] = {
+    record: Record = {
         "lesion_ml": lesion_ml,
         "lung_ml": lung_ml,
         "left_lung_ml": float(left_lung),
@@ -138,6 +186,8 @@ def quantify(
         "left_severity": severity(left_pct),
         "right_severity": severity(right_pct),
     }
+    if lungs_only:
+        record.update(dict.fromkeys(LESION_KEYS))
     return record
 
 

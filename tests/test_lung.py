@@ -33,7 +33,7 @@ def test_phantom_lungs_dice_and_sides(name: str, request: pytest.FixtureRequest)
     case: Phantom = request.getfixturevalue(name)
     pred, truth = lung_mask(case.ct).array, case.lung.array
     assert pred.dtype == np.uint8 and set(np.unique(pred)) == {0, 1, 2}
-    assert _dice(pred > 0, truth > 0) >= 0.95
+    assert _dice(pred > 0, truth > 0) >= 0.97
     assert _dice(pred == 1, truth == 1) >= 0.95  # the patient's right lung
     assert _dice(pred == 2, truth == 2) >= 0.95
     lesion = case.lesion.array > 0
@@ -159,3 +159,94 @@ def test_crop_of_one_lung_is_not_split(shared_data: Path) -> None:
     right = Volume(ct.array[:66], ct.affine.copy())  # first-axis indices 0-65 (origin unchanged)
     counts = np.bincount(lung_mask(right).array.ravel(), minlength=3)[1:]
     assert counts.max() >= 0.98 * counts.sum()
+
+
+def _chest_slice(
+    depth: int, ggo_share: float = 0.4, ggo_hu: float = -450.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One axial slice (1 mm pixels, RAS+ array): body, two lungs, and a rounded dense region
+    biting ``depth`` mm into the right lung from its lateral chest wall, a ``ggo_share`` of its
+    pixels ground glass (``ggo_hu``), the others solid (+30 HU)."""
+    i, j = np.indices((300, 200), dtype=float)
+    body = ((i - 150) / 140) ** 2 + ((j - 100) / 90) ** 2 <= 1
+    right = ((i - 212) / 55) ** 2 + ((j - 100) / 65) ** 2 <= 1  # +x: the patient's right
+    left = ((i - 88) / 55) ** 2 + ((j - 100) / 65) ** 2 <= 1
+    lesion = right & (((i - 327 + depth) / 60) ** 2 + ((j - 100) / 60) ** 2 <= 1)
+    rng = np.random.default_rng(1)
+    ct = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, body.shape)
+    ct[right | left] = -850 + rng.normal(0, 20, int((right | left).sum()))
+    ggo = rng.random(int(lesion.sum())) < ggo_share
+    ct[lesion] = np.where(ggo, ggo_hu, 30) + rng.normal(0, 10, int(lesion.sum()))
+    return ct[:, :, None].astype(np.int16), lesion[:, :, None]
+
+
+def test_dense_lesion_against_the_chest_wall_is_lung() -> None:
+    """A rounded consolidation with ground glass, 40 mm deep against the chest wall: the part the
+    aerated lung's convex hull encloses (inside the chord between the lesion's edges, 55 % here)
+    is lung; the closing alone (12 mm) kept 2.1 %. The cap between the chord and the wall is a
+    known limit."""
+    ct, lesion = _chest_slice(40)
+    pred = lung_mask(Volume(ct, np.diag([1.0, 1.0, 2.0, 1.0]))).array
+    assert (pred == 1)[lesion].mean() >= 0.5
+    body_wall = (ct[:, :, 0] > -500) & ~lesion[:, :, 0]
+    assert (pred[:, :, 0] > 0)[body_wall].mean() < 0.05  # not the chest wall nor the mediastinum
+
+
+def test_dense_ground_glass_against_the_chest_wall_is_lung() -> None:
+    """Dense ground glass (-250 HU, denser than the air threshold) 25 mm deep against the chest
+    wall: grown into from the aerated lung, 97 % of it is lung (the closing alone: 4 %)."""
+    ct, lesion = _chest_slice(25, ggo_share=1.0, ggo_hu=-250.0)
+    pred = lung_mask(Volume(ct, np.diag([1.0, 1.0, 2.0, 1.0]))).array
+    assert (pred == 1)[lesion].mean() >= 0.9
+    body_wall = (ct[:, :, 0] > -500) & ~lesion[:, :, 0]
+    assert (pred[:, :, 0] > 0)[body_wall].mean() < 0.05
+
+
+def test_uniform_solid_tissue_in_the_hull_is_not_lung() -> None:
+    """The same region uniformly solid (+30 HU: effusion, or liver under the diaphragm's dome as
+    a one-slice input shows it) stays out."""
+    ct, region = _chest_slice(40, ggo_share=0.0)
+    pred = lung_mask(Volume(ct, np.diag([1.0, 1.0, 2.0, 1.0]))).array
+    assert (pred > 0)[region].mean() < 0.1
+
+
+def test_thorax_holds_a_lung_the_lung_mask_misses() -> None:
+    """A volume whose right lung is consolidated in its lower half: the lung mask leaves most of
+    it out, the thorax keeps all of it and the whole body of the lungs' slices."""
+    from covseg.lung import thorax_mask
+
+    slab, _ = _chest_slice(0)
+    ct = np.repeat(slab, 30, axis=2)
+    ct[:, :, 24:] = np.where(slab > -500, slab, 40)  # the lungs stop at slice 23
+    i = np.indices(ct.shape[:2])[0]
+    dense = np.zeros(ct.shape, bool)
+    lung = (ct[:, :, :12] > -950) & (ct[:, :, :12] < -500)
+    dense[:, :, :12] = lung & (i[:, :, None] > 150)  # the right lung, slices 0-11
+    ct[dense] = 35
+    volume = Volume(ct, np.diag([1.0, 1.0, 2.0, 1.0]))
+    lungs = lung_mask(volume).array
+    thorax = thorax_mask(volume).array
+    assert (lungs > 0)[dense].mean() < 0.5
+    assert (thorax > 0)[dense].all() and (thorax > 0)[lungs > 0].all()
+    assert not thorax[:, :, 24 + 10 :].any()  # 20 mm (10 slices) above the lungs at most
+
+
+def test_medseg_lesions_inside_the_lung_mask(shared_data: Path) -> None:
+    """The radiologists' lesions of the 50 MedSeg training slices, mapped back to HU with the
+    slices-2d window, lie inside the lung mask: 83.5 % pooled (benchmarks/bench_lung_coverage.py),
+    72.8 % and five slices without lungs before the dark-lung, haze and hull steps."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_lung_coverage", Path(__file__).parents[1] / "benchmarks" / "bench_lung_coverage.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.coverage(shared_data / "medseg" / "train")
+    assert len(rows) == 50
+    pooled = sum(r["inside"] for r in rows) / sum(r["lesion"] for r in rows)
+    assert pooled >= 0.82
+    without = {r["slice"] for r in rows if r["error"]}
+    assert not without & {"2", "20", "24", "43"}  # lungs in a dark 8-bit window
+    assert len(without) <= 1

@@ -144,3 +144,45 @@ def test_probabilities_resampled_to_a_finer_scan_follow_the_true_boundary() -> N
     plan["inference"]["resample"] = "nearest"
     with pytest.raises(PlanError, match="inference.resample"):
         segment(ct, [Threshold()], plan)
+
+
+def test_lung_crop_and_outside_lung_keep_dense_lung_the_lung_mask_misses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A right lung consolidated in its lower half: with a network that calls everything lesion,
+    the crop and the outside-lung post-processing (the thorax, not the lung mask) keep all of it.
+    """
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_lung import _chest_slice
+
+    from covseg.lung import lung_mask
+    from covseg.model.plan import apply_overrides
+
+    slab, _ = _chest_slice(0)
+    ct = np.repeat(slab, 30, axis=2)
+    ct[:, :, 24:] = np.where(slab > -500, slab, 40)
+    lung = (ct > -950) & (ct < -500)
+    dense = lung & (np.arange(ct.shape[2]) < 12)[None, None, :]
+    dense &= (np.arange(ct.shape[0]) > 150)[:, None, None]  # the right lung, slices 0-11
+    ct[dense] = 35
+    volume = Volume(ct, np.diag([1.0, 1.0, 2.0, 1.0]))
+    assert (lung_mask(volume).array > 0)[dense].mean() < 0.5  # the lung mask misses it
+
+    def everything(image: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        shape = image.shape[1:]
+        return torch.stack([torch.zeros(shape), torch.ones(shape)])
+
+    monkeypatch.setattr("covseg.model.predict.predict_probabilities", everything)
+    plan = apply_overrides(
+        load_preset("baseline"),
+        [
+            "inference.lung_crop=true",
+            "postprocess.outside_lung=true",
+            "inference.tta=false",
+            "preprocessing.spacing_mm=[4.0, 4.0, 4.0]",
+        ],
+    )
+    mask = segment(volume, [], plan).mask.array > 0
+    assert mask[dense].all()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from model_fixtures import one_thread, tiny_model  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from covseg.cli import app
@@ -124,8 +125,6 @@ def test_command_one_scan_and_errors(tmp_path: Path) -> None:
     assert (out / "case_overlay.png").stat().st_size > 10_000
     assert len(pd.read_csv(out / "quantify.csv")) == 1
 
-    alone = _run(str(ct), "-o", str(out))
-    assert alone.exit_code == 1 and "covseg predict" in alone.output
     cut = Volume(case.ct.array[:, :, :-2])
     other = write_mask(case.lesion.array[:, :, :-2], cut, tmp_path / "x.nii.gz")
     wrong = _run(str(ct), str(other), "-o", str(out))
@@ -164,3 +163,87 @@ def test_command_batch_goes_on_after_a_bad_scan(tmp_path: Path) -> None:
     assert "not in HU" in result.output or "scaled" in result.output
     table = pd.read_csv(tmp_path / "out" / "quantify.csv", keep_default_na=False)
     assert len(table) == 2 and (table["error"] == "").sum() == 1
+
+
+def test_lungs_alone_without_a_mask(tmp_path: Path) -> None:
+    """No mask, no model: the lung volumes of the lung mask, every lesion key null, a note."""
+    from covseg.lung import lung_mask
+    from covseg.quantify import LESION_KEYS, LUNGS_ONLY_NOTE
+
+    case = make_phantom(seed=2, source="A", size=64)
+    record = quantify(case.ct, None)
+    assert tuple(record) == KEYS
+    lungs = lung_mask(case.ct).array
+    assert record["right_lung_ml"] == pytest.approx((lungs == 1).sum() * case.ct.voxel_volume_ml)
+    assert record["lung_ml"] == pytest.approx((lungs > 0).sum() * case.ct.voxel_volume_ml)
+    assert all(record[k] is None for k in LESION_KEYS) and "lesion_ml" in LESION_KEYS
+
+    ct = write_volume(case.ct, tmp_path / "case_ct.nii.gz")
+    result = _run(str(ct), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "out" / "case.json").read_text())
+    assert saved["lesion_ml"] is None and saved["note"] == LUNGS_ONLY_NOTE
+    assert saved["lung_ml"] == pytest.approx(record["lung_ml"])
+    table = pd.read_csv(tmp_path / "out" / "quantify.csv", keep_default_na=False)
+    assert table.loc[0, "lesion_ml"] == "" and table.loc[0, "note"] == LUNGS_ONLY_NOTE
+
+
+def test_multi_label_mask_is_refused_unless_a_label_is_picked(tmp_path: Path) -> None:
+    """An organ segmentation is not a lesion mask: one line naming its labels; --label N picks."""
+    case = make_phantom(seed=2, source="A", size=64)
+    labels = case.lesion.array.astype(np.uint8) * 3
+    labels[:4] = 7  # another "organ"
+    ct = write_volume(case.ct, tmp_path / "case_ct.nii.gz")
+    seg = write_mask(labels, case.ct, tmp_path / "organs.nii.gz")
+    refused = _run(str(ct), str(seg), "-o", str(tmp_path / "out"))
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "organs.nii.gz: not a 0/1 lesion mask (3 labels found: 0, 3, 7)" in refused.output
+    picked = _run(str(ct), str(seg), "--label", "3", "-o", str(tmp_path / "out"))
+    assert picked.exit_code == 0, picked.output
+    record = json.loads((tmp_path / "out" / "case.json").read_text())
+    voxels = (labels == 3).sum()
+    assert record["lesion_ml"] == pytest.approx(voxels * case.ct.voxel_volume_ml)
+
+
+def test_single_dicom_file_keeps_its_folder_in_the_case_id(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from covseg.datasets import scan_case_id
+
+    dicom = shared_data / "ny-sbu" / "A046441" / "19010101-23.dcm"
+    assert scan_case_id(dicom) == "A046441_19010101-23"
+    assert scan_case_id(Path("case_ct.nii.gz")) == "case"
+    result = _run(str(dicom), "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "A046441_19010101-23.json").is_file()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_model_segments_then_quantifies(tmp_path: Path) -> None:
+    """-m MODEL with a 3D model: the burden of the mask ``covseg predict`` writes."""
+
+    model = tiny_model(tmp_path / "model", "postprocess.min_component_ml=0.0")
+    case = make_phantom(seed=2, source="A", size=64)
+    ct = write_volume(case.ct, tmp_path / "case_ct.nii.gz")
+    result = _run(str(ct), "-m", str(model), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    predicted = CliRunner().invoke(
+        app, ["predict", str(ct), "-m", str(model), "-o", str(tmp_path / "pred"), "--no-burden"]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    mask = _run(str(ct), str(tmp_path / "pred" / "case.nii.gz"), "-o", str(tmp_path / "ref"))
+    assert mask.exit_code == 0, mask.output
+    got = json.loads((tmp_path / "out" / "case.json").read_text())
+    want = json.loads((tmp_path / "ref" / "case.json").read_text())
+    assert got == pytest.approx(want) and got["lesion_ml"] is not None
+
+
+def test_slices_2d_model_is_named_as_not_yet_supported(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "plan.yaml").write_text("preset: slices-2d\ndimensions: 2\n")
+    case = make_phantom(seed=2, source="A", size=64)
+    ct = write_volume(case.ct, tmp_path / "case_ct.nii.gz")
+    result = _run(str(ct), "-m", str(model), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "slices-2d model" in result.output
+    assert "Traceback" not in result.output

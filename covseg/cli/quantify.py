@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from covseg.cli._app import app, fail
 
-_NO_MASK = (
-    "no lesion mask given: the lesions come from a segmentation model (covseg predict); "
-    "give CT LESION_MASK, a dataset folder with labels, or CTs with --masks DIR"
-)
+if TYPE_CHECKING:
+    from covseg.io import Volume
 
 
 @app.command()
 def quantify(
     inputs: list[Path] = typer.Argument(
         ...,
-        help="CT and its LESION_MASK; or a dataset folder (CTs with labels); or CTs with --masks.",
+        help=(
+            "CT and its LESION_MASK (or -m MODEL; or nothing: the lungs alone); a dataset folder; "
+            "or CTs with --masks."
+        ),
         metavar="CT [LESION_MASK]",
         show_default=False,
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     masks: Path | None = typer.Option(
         None, "--masks", help="Folder of lesion masks named by case id (e.g. predictions)."
+    ),
+    model: Path | None = typer.Option(
+        None, "-m", "--model", help="Segment the lesions with this model folder, then quantify."
+    ),
+    label: int | None = typer.Option(
+        None, "--label", help="The lesion's value in a multi-label mask (other values: not lesion)."
     ),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write the overlay PNG."),
     save_lung: bool = typer.Option(False, "--save-lung", help="Write <case>_lung.nii.gz too."),
@@ -37,8 +45,12 @@ def quantify(
     largest_lesion_ml, ggo_ml, consolidation_ml, left_severity, right_severity; left and right
     are the patient's), OUT/<case>_overlay.png (axial and coronal slices through the largest
     lesion) and OUT/quantify.csv (one row per scan). Lesion voxels of -200 HU or more count as
-    consolidation, below as ground glass. A scan that fails (not in HU, other geometry, no lungs)
-    is reported on one line; the others go on, and the exit code is 1.
+    consolidation, below as ground glass. The lesions come from a 0/1 mask (a multi-label mask
+    needs --label N), or from a model (-m: segment, then quantify); with neither, the lungs alone
+    are measured (lesion keys null, and a note). A single DICOM file's case id keeps its folder
+    (A046441/19010101-23.dcm: A046441_19010101-23). A scan that fails (not in HU, other
+    geometry, no lungs, a multi-label mask) is reported on one line; the others go on, and the
+    exit code is 1.
 
     Example: covseg quantify case-0003_ct.nii.gz case-0003_seg.nii.gz -o out/
     """
@@ -52,7 +64,10 @@ def quantify(
     from covseg.quantify import KEYS
 
     try:
-        jobs = _jobs(inputs, masks)
+        if model is not None and masks is not None:
+            raise ValueError(f"{model}: give either -m MODEL or --masks DIR, not both")
+        jobs = _jobs(inputs, masks, with_model=model is not None)
+        segmenter = None if model is None else _segmenter(model)
     except ValueError as exc:
         raise fail(str(exc)) from None
     output.mkdir(parents=True, exist_ok=True)
@@ -63,17 +78,16 @@ def quantify(
         jobs, description="quantify", disable=len(jobs) < 2, console=err
     ):
         try:
-            if mask_path is None:
-                where = f"no lesion mask for {case_id} in {masks}" if masks else _NO_MASK
-                raise ValueError(f"{ct_path}: {where}")
-            record = _one(case_id, ct_path, mask_path, output, overlay, save_lung)
+            if mask_path is None and masks is not None:
+                raise ValueError(f"{ct_path}: no lesion mask for {case_id} in {masks}")
+            record = _one(case_id, ct_path, mask_path, output, overlay, save_lung, label, segmenter)
         except ValueError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             rows.append({"case": case_id, "ct": str(ct_path), "error": str(exc)})
             continue
         (output / f"{case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
-        rows.append({"case": case_id, "ct": str(ct_path), **record, "error": ""})
-    table = pd.DataFrame(rows, columns=["case", "ct", *KEYS, "error"])
+        rows.append({"case": case_id, "ct": str(ct_path), "note": "", **record, "error": ""})
+    table = pd.DataFrame(rows, columns=["case", "ct", *KEYS, "note", "error"])
     # Counts and grades stay integers in the CSV when a failed scan leaves them empty.
     table = table.astype(
         {"lesion_count": "Int64", "left_severity": "Int64", "right_severity": "Int64"}
@@ -92,26 +106,30 @@ def quantify(
         raise typer.Exit(1)
 
 
-def _jobs(inputs: list[Path], masks: Path | None) -> list[tuple[str, Path, Path | None]]:
+def _jobs(
+    inputs: list[Path], masks: Path | None, with_model: bool = False
+) -> list[tuple[str, Path, Path | None]]:
     """(case id, CT, lesion mask or None) for each scan the arguments name."""
-    from covseg.datasets import case_id_from_filename, files_by_case, find_cases
+    from covseg.datasets import DatasetError, files_by_case, find_cases, scan_case_id
 
     for path in inputs:
         if not path.exists():
             raise ValueError(f"{path}: no such file or folder")
-    if masks is None and len(inputs) == 2 and inputs[1].is_file():
+    if masks is None and not with_model and len(inputs) == 2 and inputs[1].is_file():
         # CT (a file, or a folder holding one DICOM series) and its lesion mask.
-        return [(case_id_from_filename(inputs[0]), inputs[0], inputs[1])]
-    if masks is None and len(inputs) == 1 and inputs[0].is_file():
-        raise ValueError(f"{inputs[0]}: {_NO_MASK}")
-    if masks is None and not all(p.is_dir() for p in inputs):
-        raise ValueError(f"{inputs[0]}: several CTs need --masks DIR; {_NO_MASK}")
+        return [(scan_case_id(inputs[0]), inputs[0], inputs[1])]
     jobs: list[tuple[str, Path, Path | None]] = []
     for path in inputs:
-        if path.is_dir():
-            jobs += [(c.case_id, c.image, c.label) for c in find_cases(path) if c.image]
-        else:
-            jobs.append((case_id_from_filename(path), path, None))
+        try:
+            cases = find_cases(path) if path.is_dir() else []
+        except DatasetError:
+            cases = []  # not a dataset folder: a DICOM series
+        if any(c.image for c in cases):
+            jobs += [(c.case_id, c.image, c.label) for c in cases if c.image]
+        else:  # a file, or a folder holding one DICOM series
+            jobs.append((scan_case_id(path), path, None))
+    if with_model:
+        jobs = [(cid, ct, None) for cid, ct, _ in jobs]  # the model's lesions, not the labels
     if masks is not None:
         if not masks.is_dir():
             raise ValueError(f"{masks}: no such folder")
@@ -120,23 +138,82 @@ def _jobs(inputs: list[Path], masks: Path | None) -> list[tuple[str, Path, Path 
     return jobs
 
 
+Segmenter = Callable[["Volume", Path], "Volume"]
+
+
+def _segmenter(model: Path) -> Segmenter:
+    """A function (CT, its path) -> lesion mask from a model folder.
+
+    Hook for ``-m MODEL``: a 3D model (``covseg train --preset baseline|auto``) segments in
+    process, as ``covseg predict`` does. A slices-2d model does not segment whole volumes here
+    yet: plug its whole-volume prediction in at the marked branch.
+    """
+    from covseg.model.plan import PlanError, read_plan
+
+    try:
+        plan = read_plan(model)
+    except PlanError as exc:
+        raise ValueError(str(exc)) from None
+    if plan.get("dimensions") == 2:
+        # Hook: whole-volume prediction of slices-2d models goes here.
+        raise ValueError(
+            f"{model}: a slices-2d model cannot segment a CT volume in covseg quantify yet; "
+            "run covseg predict, then covseg quantify CT MASK"
+        )
+    from covseg.model.inference import load_models
+    from covseg.model.predict import segment
+
+    nets = load_models(model, plan)
+
+    def run(ct: Volume, path: Path) -> Volume:
+        return segment(ct, nets, plan, path=path).mask
+
+    return run
+
+
 def _one(
-    case_id: str, ct_path: Path, mask_path: Path, output: Path, overlay: bool, save_lung: bool
+    case_id: str,
+    ct_path: Path,
+    mask_path: Path | None,
+    output: Path,
+    overlay: bool,
+    save_lung: bool,
+    label: int | None = None,
+    segmenter: Segmenter | None = None,
 ) -> dict[str, Any]:
-    """Quantify one scan, writing its overlay (and lung mask); ValueError names the bad file."""
+    """Quantify one scan, writing its overlay (and lung mask); ValueError names the bad file.
+
+    The lesion comes from ``mask_path``, else from ``segmenter``; with neither, the lungs alone.
+    """
+    import numpy as np
+
     from covseg.io import read_volume, to_reference_grid, write_mask
     from covseg.lung import check_hu, lung_mask
-    from covseg.quantify import quantify, write_overlay
+    from covseg.quantify import LUNGS_ONLY_NOTE, lesion_from_labels, quantify, write_overlay
 
     ct = read_volume(ct_path)
     check_hu(ct, ct_path)
-    # Same grid in another axis order (a mask from another tool): reoriented exactly.
-    lesion = to_reference_grid(read_volume(mask_path), ct, path=mask_path, reference_name="the CT")
+    lesion = None
+    if mask_path is not None:
+        # Same grid in another axis order (a mask from another tool): reoriented exactly.
+        mask = to_reference_grid(
+            read_volume(mask_path), ct, path=mask_path, reference_name="the CT"
+        )
+        lesion = lesion_from_labels(mask.array, mask_path, label)
+    elif segmenter is not None:
+        lesion = segmenter(ct, ct_path).array != 0
     lungs = lung_mask(ct, ct_path)
-    record = quantify(ct, lesion.array, lungs)
+    record: dict[str, Any] = dict(quantify(ct, lesion, lungs))
+    if lesion is None:
+        record["note"] = LUNGS_ONLY_NOTE
     if overlay:
-        title = f"{case_id}: lesion {record['lesion_ml']:.1f} mL, {record['involvement_pct']:.1f} %"
-        write_overlay(ct, lesion.array, lungs, output / f"{case_id}_overlay.png", title)
+        burden = (
+            "lungs only"
+            if lesion is None
+            else f"lesion {record['lesion_ml']:.1f} mL, {record['involvement_pct']:.1f} %"
+        )
+        shown = np.zeros(ct.shape, bool) if lesion is None else lesion
+        write_overlay(ct, shown, lungs, output / f"{case_id}_overlay.png", f"{case_id}: {burden}")
     if save_lung:
         write_mask(lungs.array, ct, output / f"{case_id}_lung.nii.gz")
     return record

@@ -90,8 +90,8 @@ def _lung_box(
     the tissue the network must tell lesions from, instead of air and body wall that prediction
     never shows it.
     """
-    from covseg.lung import lung_mask
+    from covseg.lung import thorax_mask
 
-    lung = lung_mask(image, path)  # a scan without lungs: ValueError naming the file
-    box = crop_box(image, lung, float(plan["inference"]["lung_margin_mm"]))
+    thorax = thorax_mask(image, path=path)  # a scan without lungs: ValueError naming the file
+    box = crop_box(image, thorax, float(plan["inference"]["lung_margin_mm"]))
     return sub_volume(image, box), sub_volume(label, box)

@@ -50,10 +50,10 @@ def segment(
 ) -> Segmentation:
     """Segment the lesions of ``ct`` (HU) with a fold ensemble; ``None`` options follow the plan.
 
-    The mask is computed inside the lung bounding box (when ``lung_crop``), written back into a
+    The mask is computed inside the thorax box (when ``lung_crop``), written back into a
     full-size array and post-processed as the plan says.
     """
-    from covseg.lung import lung_mask
+    from covseg.lung import lung_mask, thorax_mask
 
     infer, post = plan["inference"], plan["postprocess"]
     lung_crop = infer.get("lung_crop", False) if lung_crop is None else lung_crop
@@ -64,9 +64,12 @@ def segment(
         raise PlanError(f"inference.resample is {resample!r}: use labels or probabilities")
     check_ct(ct, path)
     lung = lung_mask(ct, path) if lung_crop or post.get("outside_lung") else None
+    # Crop and post-process with the thorax, not the lung mask: a lesion is never lost because
+    # the lung mask missed dense lung.
+    thorax = None if lung is None else thorax_mask(ct, lung, path)
     box: tuple[slice, ...] = tuple(slice(0, n) for n in ct.shape)
-    if lung_crop and lung is not None:
-        box = crop_box(ct, lung, float(infer["lung_margin_mm"]))
+    if lung_crop and thorax is not None:
+        box = crop_box(ct, thorax, float(infer["lung_margin_mm"]))
     image, grid = to_model_grid(sub_volume(ct, box), plan)
     prob = predict_probabilities(image, nets, plan, tta=tta, bf16=bf16, device=device)
     # nnU-Net's way: class probabilities interpolated onto the scan's grid, then argmax, so a
@@ -83,7 +86,7 @@ def segment(
         post,
         voxel_ml=ct.voxel_volume_ml,
         spacing=ct.spacing,
-        lung=None if lung is None else lung.array,
+        lung=None if thorax is None else thorax.array,
     )
     result = Segmentation(ct.with_array(mask.astype(np.uint8)), lung=lung)
     if probability:
