@@ -39,6 +39,11 @@ class DatasetError(ValueError):
     """A folder whose cases cannot be listed (message names the folder or file and the problem)."""
 
 
+class CaseError(ValueError):
+    """A case that cannot be used: trained on, predicted or scored (one line naming the file and
+    the problem)."""
+
+
 @dataclass(frozen=True)
 class Case:
     """One case of a dataset.

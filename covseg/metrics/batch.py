@@ -34,6 +34,7 @@ import pandas as pd
 from covseg.datasets import (
     SUBSETS,
     Case,
+    CaseError,
     DatasetError,
     files_by_case,
     find_cases,
@@ -61,10 +62,6 @@ COLUMNS = ("case", "source", "subset", *METRICS, "status", "error")
 #: pixel counts, and mm^2 where the slice has a spacing (not PNG/JPG). metrics.csv holds these
 #: columns, after the metrics, only when it holds a 2D case.
 AREA_COLUMNS = ("truth_px", "pred_px", "truth_mm2", "pred_mm2")
-
-
-class CaseError(ValueError):
-    """A case that cannot be scored (one line naming the file and the problem)."""
 
 
 def score_case_files(

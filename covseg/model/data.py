@@ -1,4 +1,7 @@
-"""Training data: k-fold splits by case, and cases loaded onto the model grid."""
+"""Training data: k-fold splits by case, and cases loaded onto the model grid.
+
+A case that cannot be used raises :class:`covseg.datasets.CaseError` naming the file.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from covseg.datasets import Case
+from covseg.datasets import Case, CaseError
 from covseg.io import GridMismatchError, Volume, read_volume, to_reference_grid
 from covseg.model.geometry import crop_box, sub_volume, to_model_grid
-
-
-class CaseError(ValueError):
-    """A case that cannot be used (message names the file and the problem)."""
 
 
 def make_folds(cases: list[Case], n_folds: int, seed: int) -> list[list[str]]:

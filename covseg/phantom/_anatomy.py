@@ -310,9 +310,3 @@ def fissure_distance(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> tuple[Array
     oblique = (t - t_oblique) * anat.lung_height / np.sqrt(1.0 + slope**2)
     horizontal = np.where(t_oblique > 0.55, (t - 0.55) * anat.lung_height, np.float32(1e3))
     return np.abs(oblique).astype(np.float32), np.abs(horizontal).astype(np.float32)
-
-
-def lung_label(anat: Anatomy, u: Coord, v: Coord, w: Coord) -> npt.NDArray[np.uint8]:
-    """0 outside the lungs, :data:`RIGHT` or :data:`LEFT` inside."""
-    right, left = lung_depths(anat, u, v, w)
-    return ((right > 0) * RIGHT + (left > 0) * LEFT).astype(np.uint8)
