@@ -14,7 +14,8 @@ Parts (``--parts``), all on the same 5 folds:
 Prints mean per-slice Dice (threshold 0.5) per fold and overall for each row and merges them
 into the JSON file ``-o``. Usage::
 
-    .venv/bin/python benchmarks/bench_slices2d.py ../shared/data/medseg/train -o cv.json
+    .venv/bin/python benchmarks/bench_slices2d.py ../shared/data/medseg/train -o cv.json \
+        --unlabelled ../../ny-sbu
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from covseg.model.plan import apply_overrides
-from covseg.model.slices2d import cross_validate, load_preset, load_probs, save_probs
-from covseg.model.slices2d_cv import fold_assignment
-from covseg.model.slices2d_eval import choose_min_area, dice
+from covseg.metrics import dice
+from covseg.model.plan import apply_overrides, load_preset
+from covseg.model.slices2d.cv import FoldOptions, cross_validate, fold_assignment
+from covseg.model.slices2d.evaluate import choose_min_area
+from covseg.model.slices2d.report import load_probs, save_probs
 
 
 def scores(
@@ -60,6 +62,11 @@ def main() -> None:
         type=Path,
         help="cv_probs.npz of a seed-0 run (covseg train) to ensemble with the seed-1 teachers",
     )
+    parser.add_argument(
+        "--unlabelled",
+        default="../../ny-sbu",
+        help="unlabelled slices for the recipe's pseudo-labels, relative to DATA",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--folds", help="comma-separated folds to run (default: all)")
     parser.add_argument(
@@ -71,7 +78,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    plan = apply_overrides(load_preset(), args.overrides)
+    plan = apply_overrides(load_preset("slices-2d"), args.overrides)
+    say = print
     rows: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
 
     def record(name: str, row: dict[str, Any]) -> None:
@@ -84,9 +92,10 @@ def main() -> None:
     only = [int(f) for f in args.folds.split(",")] if args.folds else None
     if "recipe" in parts:
         recipe = copy.deepcopy(plan)
-        recipe["pseudo_labels"]["enabled"] = True
+        recipe["pseudo_labels"].update(enabled=True, unlabelled_dir=args.unlabelled)
         start = time.perf_counter()
-        _, truths, folds = cross_validate(args.data, recipe, only, control=True, progress=True)
+        options = FoldOptions(control=True, progress=True)
+        _, truths, folds = cross_validate(args.data, recipe, only, options, on_message=say)
         rows["recipe_seconds"] = time.perf_counter() - start
         record("teacher (preset, TTA)", scores(folds, truths, "teacher"))
         record("teacher + fine-tune without pseudo-labels", scores(folds, truths, "control"))
@@ -100,14 +109,14 @@ def main() -> None:
         no_aug = copy.deepcopy(plan)
         no_aug["training"]["augment"] = False
         no_aug["pseudo_labels"]["enabled"] = False
-        _, truths, folds = cross_validate(args.data, no_aug, only)
+        _, truths, folds = cross_validate(args.data, no_aug, only, on_message=say)
         record("teacher without augmentation", scores(folds, truths, "tta"))
         record("  same, without TTA", scores(folds, truths, "no_tta"))
     if "seed1" in parts:
         seed1 = copy.deepcopy(plan)
         seed1["training"]["seed"] = 1
         seed1["pseudo_labels"]["enabled"] = False
-        ids, truths, folds = cross_validate(args.data, seed1, only)
+        ids, truths, folds = cross_validate(args.data, seed1, only, on_message=say)
         record("teacher, seed 1", scores(folds, truths, "tta"))
         save_probs(
             args.out.with_suffix(".seed1.npz"),

@@ -7,7 +7,7 @@ import torch
 
 from covseg.model import inference
 from covseg.model.cpu import bf16_in_cpuinfo
-from covseg.model.slices2d import fold_processes
+from covseg.model.slices2d.budget import fold_processes
 
 EPYC = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n"

@@ -123,3 +123,25 @@ def test_a_model_folder_with_a_bad_plan_value_is_refused_naming_the_file(tmp_pat
     write_plan(apply_overrides(load_preset("baseline"), ["inference.resample=cubic"]), tmp_path)
     with pytest.raises(PlanError, match=r"plan.yaml: inference.resample is 'cubic'"):
         read_plan(tmp_path)
+
+
+def test_the_pipeline_is_read_from_one_key_and_old_plans_by_their_dimensions() -> None:
+    from covseg.model.plan import pipeline_of
+
+    assert pipeline_of(load_preset("baseline")) == "volume"
+    assert pipeline_of(load_preset("slices-2d")) == "slices-2d"
+    assert pipeline_of({"dimensions": 2}) == "slices-2d"  # a model written before the key
+    assert pipeline_of({"dimensions": 3}) == pipeline_of({}) == "volume"
+    with pytest.raises(PlanError, match="pipeline is '2d': use volume or slices-2d"):
+        pipeline_of({"pipeline": "2d"})
+
+
+def test_the_model_package_imports_nothing_of_the_layers_above_it() -> None:
+    import ast
+
+    above = ("covseg.quantify", "covseg.ranking", "covseg.platform", "covseg.demo", "covseg.cli")
+    package = Path(__file__).parents[1] / "covseg" / "model"
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(above), (path, node.module)

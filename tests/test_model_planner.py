@@ -60,3 +60,11 @@ def test_2d_variant_and_networks_build() -> None:
         assert out.shape == (1, 2, *plan["inference"]["roi_size"])
     with pytest.raises(ValueError, match="no lesion voxels"):
         plan_from_fingerprint({**FULL_CT, "foreground_hu": {"n": 0, "std": None}})
+
+
+def test_auto_2d_is_a_plan_of_the_volume_pipeline() -> None:
+    from covseg.model.plan import pipeline_of
+
+    # One-slice patches of volumes, on the volume model grid: not the slices-2d pipeline.
+    assert pipeline_of(plan_from_fingerprint(FULL_CT, "2d")) == "volume"
+    assert pipeline_of(plan_from_fingerprint(FULL_CT, "3d")) == "volume"

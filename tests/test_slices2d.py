@@ -12,8 +12,10 @@ import torch
 import yaml
 from PIL import Image
 
-from covseg.model.slices2d import load_preset, load_probs, predict_slices_2d, train_slices_2d
-from covseg.model.slices2d_data import (
+from covseg.metrics import dice
+from covseg.model.plan import load_preset as load_any_preset
+from covseg.model.slices2d import predict_slices_2d, train_slices_2d
+from covseg.model.slices2d.data import (
     find_slice_cases,
     hu_to_8bit,
     load_consolidation,
@@ -21,8 +23,9 @@ from covseg.model.slices2d_data import (
     read_consolidation,
     read_mask,
 )
-from covseg.model.slices2d_eval import choose_min_area, class_map, class_scores, dice, remove_small
-from covseg.model.slices2d_net import targets_from_maps, to_maps
+from covseg.model.slices2d.evaluate import choose_min_area, class_map, class_scores, remove_small
+from covseg.model.slices2d.net import targets_from_maps, to_maps
+from covseg.model.slices2d.report import load_probs
 
 
 def _disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +59,10 @@ def _write_folder(root: Path, n: int, seed: int = 0, classes: bool = False) -> P
         Image.fromarray(image).save(root / "images" / f"{i}.jpg", quality=95)
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / "lesion" / f"{i}.png")
     return root
+
+
+def load_preset() -> dict[str, Any]:
+    return load_any_preset("slices-2d")
 
 
 def _tiny_plan() -> dict[str, Any]:
@@ -137,7 +144,7 @@ def test_tiny_training_learns_the_easy_case(tiny_model: tuple[Path, Path]) -> No
 
 def test_predict_writes_masks_of_input_size(tiny_model: tuple[Path, Path], tmp_path: Path) -> None:
     data, model = tiny_model
-    written = predict_slices_2d([data], model, tmp_path / "out", progress=False)
+    written = predict_slices_2d([data], model, tmp_path / "out")
     assert [p.name for p in written] == [f"{i}.png" for i in sorted(map(str, range(8)))]
     for path in written:
         mask = np.asarray(Image.open(path))
@@ -148,7 +155,7 @@ def test_predict_writes_masks_of_input_size(tiny_model: tuple[Path, Path], tmp_p
 
 def test_predict_without_model_is_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="plan.yaml: not found"):
-        predict_slices_2d([tmp_path], tmp_path, tmp_path / "out", progress=False)
+        predict_slices_2d([tmp_path], tmp_path, tmp_path / "out")
 
 
 def test_real_medseg_folder_is_found(shared_data: Path) -> None:
@@ -158,7 +165,7 @@ def test_real_medseg_folder_is_found(shared_data: Path) -> None:
 
 
 def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
-    from covseg.model.slices2d_net import train_network
+    from covseg.model.slices2d.fit import train_network
 
     rng = np.random.default_rng(0)
     pairs = [_disk_slice(rng, (32, 32)) for _ in range(4)]
@@ -169,7 +176,7 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
 
     def weights(iterations: int, decay: float) -> torch.Tensor:
         plan["training"].update(iterations=iterations, ema_decay=decay)
-        net = train_network(images, masks, plan, seed=0)
+        net = train_network(images, masks, plan, seed=0).net
         return torch.cat([p.detach().flatten() for p in net.parameters()])
 
     # The first step is the same in every run (same seed, batch and learning rate); an average
@@ -180,7 +187,7 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
 
 
 def test_fast_dropout_is_a_bernoulli_mask_scaled_like_torchs() -> None:
-    from covseg.model.slices2d_net import FastDropout, make_network
+    from covseg.model.slices2d.net import FastDropout, make_network
 
     drop = FastDropout(0.1)
     x = torch.full((2, 8, 250, 250), 3.0, requires_grad=True)  # 1e6 elements
@@ -212,7 +219,7 @@ def test_fast_dropout_is_a_bernoulli_mask_scaled_like_torchs() -> None:
 
 
 def test_inference_sizes_are_factors_of_the_image_size_and_bad_ones_are_named() -> None:
-    from covseg.model.slices2d_net import inference_sizes
+    from covseg.model.slices2d.predict import inference_sizes
 
     plan = load_preset()
     assert inference_sizes({"image_size": 160, "inference": {}}) == [160]
@@ -226,7 +233,8 @@ def test_inference_sizes_are_factors_of_the_image_size_and_bad_ones_are_named() 
 
 
 def test_prediction_averages_the_scales_at_each_slices_own_size() -> None:
-    from covseg.model.slices2d_net import predict_maps, predict_slices, restore_size, to_tensor
+    from covseg.model.slices2d.net import to_tensor
+    from covseg.model.slices2d.predict import predict_maps, predict_slices, restore_size
 
     # A 1 x 1 convolution: the logit of a pixel is 2 x its normalised grey value + 0.5.
     net = torch.nn.Conv2d(1, 1, 1)
@@ -256,7 +264,7 @@ def test_prediction_averages_the_scales_at_each_slices_own_size() -> None:
 
 
 def test_soft_and_noise_robust_dice_per_batch_and_per_slice() -> None:
-    from covseg.model.slices2d_net import _loss, _noise_robust_dice, _soft_dice
+    from covseg.model.slices2d.net import _noise_robust_dice, soft_dice, training_loss
 
     # Probabilities exactly 0 or 1: slice 0 is predicted right (4 pixels), slice 1 predicts
     # 1 pixel where the truth has 3 others.
@@ -267,9 +275,9 @@ def test_soft_and_noise_robust_dice_per_batch_and_per_slice() -> None:
     prob[1, 0, 3, 3] = 1
     target[1, 0, 0, :3] = 1
     # Dice, batch: overlap 4, predicted 5, truth 7 -> 1 - (2*4+1)/(5+7+1).
-    assert _soft_dice(prob, target, batch=True).item() == pytest.approx(1 - 9 / 13, abs=1e-6)
+    assert soft_dice(prob, target, batch=True).item() == pytest.approx(1 - 9 / 13, abs=1e-6)
     # Per slice: 1 - 9/9 = 0 and 1 - 1/5 = 0.8, mean 0.4.
-    assert _soft_dice(prob, target, batch=False).item() == pytest.approx(0.4, abs=1e-6)
+    assert soft_dice(prob, target, batch=False).item() == pytest.approx(0.4, abs=1e-6)
     # Noise-robust Dice: 4 wrong pixels over 5 + 7 squared probabilities (+1).
     assert _noise_robust_dice(prob, target, batch=True).item() == pytest.approx(4 / 13)
     assert _noise_robust_dice(prob, target, batch=False).item() == pytest.approx((0 + 4 / 5) / 2)
@@ -279,12 +287,12 @@ def test_soft_and_noise_robust_dice_per_batch_and_per_slice() -> None:
     assert _noise_robust_dice(half, one, batch=True).item() == pytest.approx(0.5**1.5 / 2.25)
     # As a training loss: BCE (4 pixels wrong by 50 logits, of 32) plus the overlap term.
     logits = torch.where(prob > 0, 50.0, -50.0)
-    both = _loss(logits, target, True, "bce_noise_robust_dice")
+    both = training_loss(logits, target, True, "bce_noise_robust_dice")
     assert both.item() == pytest.approx(4 / 13 + 4 * 50 / 32, rel=1e-4)
 
 
 def test_augmentation_probability_leaves_the_other_samples_as_they_are() -> None:
-    from covseg.model.slices2d_augment import augment
+    from covseg.model.slices2d.augment import augment
 
     cfg = {**load_preset()["augmentation"], "elastic": 0.0}
     x = torch.rand(64, 1, 24, 24)
@@ -306,14 +314,14 @@ def test_augmentation_probability_leaves_the_other_samples_as_they_are() -> None
 def test_the_ensemble_then_the_iterations_shrink_to_fit_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import covseg.model.slices2d as slices2d
+    from covseg.model.slices2d import budget
 
     plan = load_preset()
     plan["training"].update(iterations=450, members=2, fold_processes=1, max_minutes=1.0)
 
     def fit(step: float) -> tuple[int, int]:
-        monkeypatch.setattr(slices2d, "step_seconds", lambda plan, threads: step)
-        members, iterations, measured = slices2d.fit_budget(plan, 5)
+        monkeypatch.setattr(budget, "step_seconds", lambda plan, threads: step)
+        members, iterations, measured = budget.fit_budget(plan, 5)
         assert measured == step
         return members, iterations
 
@@ -322,16 +330,16 @@ def test_the_ensemble_then_the_iterations_shrink_to_fit_the_budget(
     assert fit(0.0045) == (2, 450)  # 1846 iterations a fold: 2 x 450 fit
     assert fit(0.01) == (1, 450)  # 830: one full network rather than two of 415
     assert fit(0.02) == (1, 415)  # 415: one network, cut short
-    assert fit(10.0) == (1, slices2d.MIN_ITERATIONS)
+    assert fit(10.0) == (1, budget.MIN_ITERATIONS)
     # 5 folds on 2 processes: two full waves and a last one of a single fold (0.75 of a wave).
     plan["training"]["fold_processes"] = 2
     assert fit(0.02) == (1, 450)  # 60 x 0.9 / (2.75 x 0.02 x 1.3) = 755
     plan["training"]["max_minutes"] = None
-    assert slices2d.fit_budget(plan, 5)[:2] == (2, 450)
+    assert budget.fit_budget(plan, 5)[:2] == (2, 450)
 
 
 def test_step_time_is_measured_on_the_plans_network() -> None:
-    from covseg.model.slices2d import step_seconds
+    from covseg.model.slices2d.budget import step_seconds
 
     plan = _tiny_plan()
     small = step_seconds(plan, threads=1, steps=3)
@@ -377,14 +385,15 @@ def test_train_command_names_a_bad_mask_or_plan_value_in_one_line(tmp_path: Path
 
 
 def test_pseudo_label_stage_fine_tunes_every_member(tmp_path: Path) -> None:
-    from covseg.model.slices2d import cross_validate
+    from covseg.model.slices2d.cv import FoldOptions, cross_validate
 
     _write_folder(tmp_path / "train", 6)
     _write_folder(tmp_path / "unlabelled", 4, seed=5)
     plan = _tiny_plan()
     plan["training"].update(iterations=20, fold_processes=1)
     plan["pseudo_labels"].update(enabled=True, unlabelled_dir="../unlabelled/images", iterations=10)
-    _, _, (result,) = cross_validate(tmp_path / "train", plan, [0], control=True)
+    options = FoldOptions(control=True)
+    _, _, (result,) = cross_validate(tmp_path / "train", plan, [0], options)
     assert len(result.states) == 2
     assert set(result.probs) == {"teacher", "control", "tta", "no_tta", "final", "one_scale"}
     # Fine-tuning (with or without the pseudo-labelled slices) changes the teachers' output.
@@ -449,7 +458,7 @@ def test_class_scores_average_the_slices_that_hold_the_class() -> None:
 def test_training_with_classes_reports_and_predicts_them(
     tmp_path: Path, classes: bool | str, members: int, outputs: list[int]
 ) -> None:
-    from covseg.model.slices2d_net import outputs_of
+    from covseg.model.slices2d.net import outputs_of
 
     data = _write_folder(tmp_path / "train", 8, classes=True)
     plan = _tiny_plan()
@@ -465,7 +474,7 @@ def test_training_with_classes_reports_and_predicts_them(
     assert set(report["classes"]) == {"ground-glass", "consolidation"}
     for stats in report["classes"].values():
         assert stats["slices"] == 8 and stats["mean"] > 0.4 and 0 < stats["pooled"] <= 1
-    written = predict_slices_2d([data], tmp_path / "model", tmp_path / "out", progress=False)
+    written = predict_slices_2d([data], tmp_path / "model", tmp_path / "out")
     for path in written:
         mask = np.asarray(Image.open(path)) > 0
         labels = np.asarray(Image.open(tmp_path / "out" / "classes" / path.name))
@@ -473,13 +482,14 @@ def test_training_with_classes_reports_and_predicts_them(
 
 
 def test_mixed_classes_without_class_maps_train_the_lesion_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     data = _write_folder(tmp_path / "train", 6)
     plan = _tiny_plan()
     plan["training"].update(classes="mixed", folds=2, iterations=10, fold_processes=1)
-    train_slices_2d(data, tmp_path / "model", plan, None, progress=False)
-    assert "no classes/ maps, so every network learns the lesion only" in capsys.readouterr().out
+    lines: list[str] = []
+    train_slices_2d(data, tmp_path / "model", plan, None, on_message=lines.append)
+    assert any("no classes/ maps, so every network learns the lesion only" in x for x in lines)
     saved = yaml.safe_load((tmp_path / "model" / "plan.yaml").read_text())
     assert saved["training"]["classes"] is False
     report = json.loads((tmp_path / "model" / "cv_report.json").read_text())
@@ -487,7 +497,7 @@ def test_mixed_classes_without_class_maps_train_the_lesion_only(
 
 
 def test_a_mixed_ensemble_averages_the_lesion_over_all_and_classes_over_class_networks() -> None:
-    from covseg.model.slices2d_net import predict_maps
+    from covseg.model.slices2d.predict import predict_maps
 
     class Constant(torch.nn.Module):
         def __init__(self, logits: list[float]) -> None:
@@ -508,7 +518,7 @@ def test_a_mixed_ensemble_averages_the_lesion_over_all_and_classes_over_class_ne
 
 
 def test_a_bad_classes_setting_is_refused(tmp_path: Path) -> None:
-    from covseg.model.slices2d import uses_classes
+    from covseg.model.slices2d.settings import uses_classes
 
     plan = _tiny_plan()
     plan["training"]["classes"] = "yes"
@@ -516,3 +526,94 @@ def test_a_bad_classes_setting_is_refused(tmp_path: Path) -> None:
         ValueError, match="training.classes must be true, false or mixed, got 'yes'"
     ):
         uses_classes(plan)
+
+
+def test_the_volume_and_slice_losses_share_one_noise_robust_dice() -> None:
+    from covseg.model.losses import NOISE_ROBUST_EPS, NoiseRobustDiceLoss
+
+    # The 3D loss on two classes whose softmax is exactly 0/1: the slice test's case above,
+    # 4 wrong voxels over 5 + 7 squared probabilities, + eps (1: Laplace smoothing, as 2D).
+    target = torch.zeros(1, 1, 2, 4, 4, dtype=torch.long)
+    fg = torch.zeros(1, 2, 4, 4)
+    fg[0, 0, :2, :2] = 1
+    target[0, 0, 0, :2, :2] = 1
+    fg[0, 1, 3, 3] = 1
+    target[0, 0, 1, 0, :3] = 1
+    logits = torch.stack([torch.where(fg > 0, -50.0, 50.0), torch.where(fg > 0, 50.0, -50.0)], 1)
+    assert NOISE_ROBUST_EPS == 1.0
+    assert NoiseRobustDiceLoss()(logits, target).item() == pytest.approx(4 / 13, rel=1e-6)
+
+
+def test_hu_slices_are_windowed_in_their_body_box_and_predicted_at_full_size() -> None:
+    from covseg.model.slices2d.data import window_hu
+    from covseg.model.slices2d.predict import Ensemble, predict_hu_slices, predict_slices
+
+    net = torch.nn.Conv2d(1, 1, 1)  # logit 2 x normalised grey + 0.5, as above
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+        net.bias.fill_(0.5)
+    net.eval()
+    plan = {
+        "image_size": 32,
+        "hu_window": [-1000.0, 200.0],
+        "inference": {"tta": False, "scales": [1.0], "threshold": 0.5},
+        "training": {"bf16": False},
+    }
+    hu = np.full((50, 60), -1000.0, np.float32)
+    hu[10:40, 15:45] = 40.0  # the body
+    hu[20:30, 20:30] = -700.0  # a lung inside it
+    (prob,) = predict_hu_slices(Ensemble([net], plan, classes=False), [hu])
+    assert prob.shape == (1, 50, 60)
+    # Outside the body box nothing; inside, the map of the windowed crop.
+    outside = np.ones((50, 60), bool)
+    outside[10:40, 15:45] = False
+    assert not prob[0][outside].any()
+    crop = window_hu(hu[10:40, 15:45], (-1000.0, 200.0))
+    (expected,) = predict_slices([net], [crop], [32], tta=False, bf16=False)
+    assert np.allclose(prob[:, 10:40, 15:45], expected, atol=1e-6)
+
+
+def test_the_hu_window_fit_recovers_a_known_window() -> None:
+    from covseg.model.slices2d.data import fit_hu_window, hu_to_8bit
+
+    rng = np.random.default_rng(0)
+    hu_slices = []
+    for _ in range(3):
+        hu = np.full((64, 64), -1000.0, np.float32)
+        hu[8:56, 8:56] = rng.uniform(-950, 400, (48, 48))  # a body of every density
+        hu_slices.append(hu)
+    images = [hu_to_8bit(s, (-1100.0, 150.0)) for s in hu_slices]
+    assert fit_hu_window(images, hu_slices) == (-1100.0, 150.0)
+
+
+def test_the_shipped_preset_names_no_folder_of_a_developers_machine(tmp_path: Path) -> None:
+    from covseg.model.slices2d.cv import unlabelled_images
+
+    plan = load_preset()
+    assert plan["pipeline"] == "slices-2d"
+    assert plan["pseudo_labels"]["unlabelled_dir"] is None
+    plan["pseudo_labels"]["enabled"] = True
+    with pytest.raises(ValueError, match="pseudo_labels.enabled needs pseudo_labels.unlabelled"):
+        unlabelled_images(tmp_path, plan)
+
+
+def test_predict_reads_an_old_plan_by_its_dimensions(
+    tiny_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from covseg.cli import app
+
+    data, model = tiny_model
+    old = tmp_path / "old"
+    old.mkdir()
+    plan = yaml.safe_load((model / "plan.yaml").read_text())
+    del plan["pipeline"]  # written before the key: dimensions 2 says slices-2d
+    (old / "plan.yaml").write_text(yaml.safe_dump(plan))
+    for weights in model.glob("fold_*/model*.pt"):
+        (old / weights.parent.name).mkdir(exist_ok=True)
+        (old / weights.parent.name / weights.name).write_bytes(weights.read_bytes())
+    image = data / "images" / "0.jpg"
+    result = CliRunner().invoke(app, ["predict", str(image), "-m", str(old), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "0.png").is_file()

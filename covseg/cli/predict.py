@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from covseg.cli._app import app, fail
+
+if TYPE_CHECKING:
+    from covseg.io import Volume
+    from covseg.model.batch import PredictJob
+    from covseg.model.predict import Segmentation
 
 
 @app.command()
@@ -30,31 +36,35 @@ def predict(
     """
     from covseg.datasets import DatasetError
     from covseg.model.batch import PredictJob, find_inputs, run_job
-    from covseg.model.plan import PlanError, read_plan
+    from covseg.model.plan import PlanError, pipeline_of, read_plan
     from covseg.parallel import map_unordered
 
     try:
         plan = read_plan(model)
+        slices = pipeline_of(plan) == "slices-2d"
     except PlanError as exc:
         raise fail(str(exc)) from None
-    if plan.get("dimensions") == 2:
+    if slices:
         from covseg.model.slices2d import predict_slices_2d
 
-        predict_slices_2d(list(inputs), model, output, progress)
+        try:  # unreadable slices or model files: one line naming the file
+            predict_slices_2d(list(inputs), model, output, typer.echo if progress else None)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         return
     try:
         found = find_inputs(list(inputs))
     except DatasetError as exc:
         raise fail(str(exc)) from None
     options: dict[str, object] = {"tta": tta, "lung_crop": lung_crop, "bf16": bf16}
-    options.update(probability=probability, burden=burden, threads=threads)
+    options.update(probability=probability, threads=threads)
     jobs = [
         PredictJob(case_id, image, model, output, tuple(options.items()))
         for case_id, image in found
     ]
     failed = 0
     results = map_unordered(
-        run_job,
+        run_job_with_burden if burden else run_job,
         jobs,
         workers=workers,
         scheduler=scheduler,
@@ -68,3 +78,22 @@ def predict(
     typer.echo(f"{len(jobs) - failed} of {len(jobs)} scans segmented into {output}")
     if failed:
         raise typer.Exit(1)
+
+
+def run_job_with_burden(job: PredictJob) -> tuple[str, str | None]:
+    """:func:`covseg.model.batch.run_job`, then ``burden/<case id>.json`` (``covseg quantify``'s
+    report) from the scan and its mask; a module-level function, so workers can run it."""
+    from covseg.model.batch import run_job
+
+    return run_job(job, then=_write_burden)
+
+
+def _write_burden(job: PredictJob, ct: Volume, result: Segmentation) -> None:
+    import json
+
+    from covseg.quantify import quantify
+
+    report = quantify(ct, result.mask.array, result.lung)
+    path = job.out_dir / "burden" / f"{job.case_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=float))

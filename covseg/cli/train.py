@@ -38,9 +38,14 @@ def train(
     resume: bool = typer.Option(
         False,
         help="Continue from each fold's last.pt: the epochs, the learning-rate schedule and the "
-        "time budget go on where they stopped (--max-minutes counts the whole training).",
+        "time budget go on where they stopped (--max-minutes counts the whole training). "
+        "slices-2d: keep the networks already written, train the missing ones.",
     ),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's)."),
+    threads: int | None = typer.Option(
+        None,
+        help="torch CPU threads (default: torch's); slices-2d: the cores its folds share "
+        "(default: all).",
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train a model; the plan is written to MODEL_DIR/plan.yaml, each fold to MODEL_DIR/fold_K/
@@ -48,14 +53,14 @@ def train(
 
     Example: covseg train phantoms/Train -o models/baseline --preset baseline --fold all
     """
-    from covseg.datasets import DatasetError, find_cases
+    from covseg.datasets import CaseError, DatasetError, find_cases
     from covseg.model import distributed as dist
-    from covseg.model.data import CaseError
     from covseg.model.plan import (
         PlanError,
         apply_overrides,
         check_plan,
         load_preset,
+        pipeline_of,
         read_plan,
         write_plan,
     )
@@ -76,19 +81,29 @@ def train(
         else:
             plan = apply_overrides(load_preset(preset), overrides)
         check_plan(plan)
+        slices = pipeline_of(plan) == "slices-2d"
         n_folds = int(plan["training"]["folds"])
         if fold is None:  # the 2D recipe is a fold ensemble: its CV report needs every fold
-            fold = "all" if plan.get("dimensions") == 2 else "0"
+            fold = "all" if slices else "0"
         folds = list(range(n_folds)) if fold == "all" else [int(fold)]
         if any(not 0 <= k < n_folds for k in folds):
             raise PlanError(f"--fold {fold}: choose 0..{n_folds - 1} or 'all'")
     except (PlanError, ValueError) as exc:
         raise fail(str(exc)) from None
-    if plan.get("dimensions") == 2:
+    if slices:
         from covseg.model.slices2d import train_slices_2d
 
         try:  # bad slices, masks or plan values: one line naming the file or the value
-            train_slices_2d(data_dir, output, plan, None if fold == "all" else folds, progress)
+            train_slices_2d(
+                data_dir,
+                output,
+                plan,
+                None if fold == "all" else folds,
+                progress=progress,
+                on_message=lambda line: typer.echo(line),
+                resume=resume,
+                cores=threads,
+            )
         except ValueError as exc:
             raise fail(str(exc)) from None
         return

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from covseg.datasets import DatasetError, case_id_from_filename, find_cases
 from covseg.io import is_image_file
+
+if TYPE_CHECKING:
+    from covseg.io import Volume
+    from covseg.model.predict import Segmentation
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,12 @@ def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
     raise DatasetError(f"{folder}: no scans found")
 
 
-def run_job(job: PredictJob) -> tuple[str, str | None]:
-    """Segment one scan and write ``OUT/<case id>.nii.gz`` (plus probability and burden on
-    request); returns (case id, None) or (case id, one-line error) without raising."""
+def run_job(
+    job: PredictJob, then: Callable[[PredictJob, Volume, Segmentation], None] | None = None
+) -> tuple[str, str | None]:
+    """Segment one scan and write ``OUT/<case id>.nii.gz`` (plus the probability on request),
+    then call ``then`` with the job, the scan and its segmentation (further outputs, such as
+    the lesion burden); returns (case id, None) or (case id, one-line error) without raising."""
 
     import torch
 
@@ -77,18 +84,12 @@ def run_job(job: PredictJob) -> tuple[str, str | None]:
         plan = read_plan(job.model_dir)
         nets = _cached_models(job.model_dir, plan, load_models)
         ct = read_volume(job.image)
-        burden = options.pop("burden", False)
         result = segment(ct, nets, plan, path=job.image, **options)
         write_mask(result.mask.array, ct, job.out_dir / f"{job.case_id}.nii.gz")
         if result.probability is not None:
             write_volume(result.probability, job.out_dir / "probability" / f"{job.case_id}.nii.gz")
-        if burden:
-            from covseg.quantify import quantify
-
-            report = quantify(ct, result.mask.array, result.lung)
-            path = job.out_dir / "burden" / f"{job.case_id}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report, indent=2, default=float))
+        if then is not None:
+            then(job, ct, result)
     except (VolumeReadError, PlanError, ValueError) as exc:
         message = str(exc)
         return job.case_id, message if str(job.image) in message else f"{job.image}: {message}"

@@ -20,6 +20,11 @@ PLAN_FILE = "plan.yaml"
 
 Plan = dict[str, Any]
 
+#: The pipelines a plan can name (``pipeline``): ``volume``, the 3D CT pipeline of the
+#: ``baseline`` and ``auto`` presets (``auto-2d`` too: one-slice patches of volumes), and
+#: ``slices-2d``, the pipeline of single 2D slices (:mod:`covseg.model.slices2d`).
+PIPELINES = ("volume", "slices-2d")
+
 
 class PlanError(ValueError):
     """A plan or model folder that cannot be used (message names the file and the problem)."""
@@ -36,6 +41,23 @@ def load_preset(name: str) -> Plan:
     if not path.is_file():
         raise PlanError(f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
     return _load_yaml(path)
+
+
+def pipeline_of(plan: Plan) -> str:
+    """The pipeline that trains and applies ``plan``: its ``pipeline`` value; a plan written
+    before that key is ``slices-2d`` with ``dimensions: 2``, else ``volume``.
+
+    Raises
+    ------
+    PlanError
+        For a ``pipeline`` value that is not one of :data:`PIPELINES`.
+    """
+    value = plan.get("pipeline")
+    if value is None:
+        return "slices-2d" if plan.get("dimensions") == 2 else "volume"
+    if value not in PIPELINES:
+        raise PlanError(f"plan: pipeline is {value!r}: use {' or '.join(PIPELINES)}")
+    return str(value)
 
 
 def apply_overrides(plan: Plan, overrides: list[str]) -> Plan:
@@ -110,11 +132,12 @@ SIZES: dict[str, tuple[int, bool]] = {
 def check_plan(plan: Plan, where: str = "plan") -> None:
     """Refuse a 3D plan value that would fail (or silently mislead) later, before any work.
 
-    Only the values present are checked (an ``auto`` plan's network has other keys); 2D plans
-    are checked by :mod:`covseg.model.slices2d`. ``where`` (a file, or "plan") starts the
-    message, which names the key, the value and what is allowed.
+    Only the values present are checked (an ``auto`` plan's network has other keys);
+    ``slices-2d`` plans are checked by :class:`covseg.model.slices2d.settings.Training`.
+    ``where`` (a file, or "plan") starts the message, which names the key, the value and what
+    is allowed.
     """
-    if plan.get("dimensions", 3) != 3:
+    if pipeline_of(plan) != "volume":
         return
 
     def fail(key: str, value: Any, expected: str) -> PlanError:
@@ -191,7 +214,7 @@ def read_plan(model_dir: Path) -> Plan:
     if not path.is_file():
         raise PlanError(f"{model_dir}: not a covseg model folder (no {PLAN_FILE})")
     plan = _load_yaml(path)
-    if plan.get("dimensions", 3) == 3 and plan.get("format_version") != FORMAT_VERSION:
+    if pipeline_of(plan) == "volume" and plan.get("format_version") != FORMAT_VERSION:
         raise PlanError(
             f"{path}: plan format {plan.get('format_version')!r}, this covseg reads "
             f"{FORMAT_VERSION} (retrain the model or use the covseg version that made it)"

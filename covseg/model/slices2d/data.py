@@ -41,7 +41,7 @@ def find_slice_cases(folder: Path) -> list[Case]:
     """The labelled slices of ``folder`` (``images/`` with ``lesion/`` or ``labels/``).
 
     Discovery is :func:`covseg.datasets.find_cases`; the cases come sorted by id as strings, which
-    fixes the fold assignment of :mod:`covseg.model.slices2d_cv`.
+    fixes the fold assignment of :mod:`covseg.model.slices2d.cv`.
 
     Raises
     ------
@@ -110,9 +110,15 @@ def hu_to_8bit(
     hu: npt.NDArray[np.float32], window: tuple[float, float] = HU_WINDOW
 ) -> npt.NDArray[np.uint8]:
     """Crop an HU slice to the body and window it to 0..255, like the MedSeg slices."""
-    crop = hu[body_box(hu)]
+    return window_hu(hu[body_box(hu)], window)
+
+
+def window_hu(
+    hu: npt.NDArray[np.float32], window: tuple[float, float] = HU_WINDOW
+) -> npt.NDArray[np.uint8]:
+    """HU values mapped linearly from ``window`` (low, high) to 0..255, clipped."""
     low, high = window
-    return np.round(np.clip((crop - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.round(np.clip((hu - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def fit_hu_window(
@@ -137,7 +143,9 @@ def fit_hu_window(
     return best[1]
 
 
-def load_labelled(cases: list[Case]) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_labelled(
+    cases: list[Case],
+) -> list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]]:
     """Read and check every (image, mask) pair; raises ValueError naming a bad file."""
     pairs = []
     for case in cases:

@@ -1,8 +1,9 @@
 """Per-slice Dice and the post-processing the ``slices-2d`` preset chooses by cross-validation.
 
-Convention: the Dice of a slice where truth and prediction are both empty is 1 (nothing to find,
-nothing found); with one of them empty it is 0. All 50 MedSeg training slices hold lesions, so
-the convention only matters for other data.
+Dice is :func:`covseg.metrics.dice` (its unchecked core: the masks here are boolean arrays of
+one shape). Convention: the Dice of a slice where truth and prediction are both empty is 1
+(nothing to find, nothing found); with one of them empty it is 0. All 50 MedSeg training slices
+hold lesions, so the convention only matters for other data.
 """
 
 from __future__ import annotations
@@ -14,16 +15,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from covseg.metrics.overlap import dice_unchecked
+
 #: Candidate minimum component areas, as fractions of the slice area (0: keep everything).
 MIN_AREA_FRACTIONS = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005)
-
-
-def dice(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> float:
-    """Dice 2|P∩T| / (|P| + |T|) of two boolean masks; 1.0 when both are empty."""
-    total = int(pred.sum()) + int(truth.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
 def remove_small(mask: npt.NDArray[np.bool_], min_area_fraction: float) -> npt.NDArray[np.bool_]:
@@ -52,7 +47,7 @@ def mean_dice(
 ) -> float:
     """Mean over slices of the per-slice Dice (the Inf-Net convention)."""
     scores = [
-        dice(segment(p, threshold, min_area_fraction), t)
+        dice_unchecked(segment(p, threshold, min_area_fraction), t)
         for p, t in zip(probs, truths, strict=True)
     ]
     return float(np.mean(scores))
@@ -107,7 +102,7 @@ def class_scores(
             inter += int(np.count_nonzero(pk & tk))
             total += int(np.count_nonzero(pk)) + int(np.count_nonzero(tk))
             if tk.any():
-                scores.append(dice(pk, tk))
+                scores.append(dice_unchecked(pk, tk))
         out[k] = {
             "mean": float(np.mean(scores)) if scores else float("nan"),
             "pooled": 2.0 * inter / total if total else 1.0,
