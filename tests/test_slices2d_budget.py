@@ -208,3 +208,27 @@ def test_waves_and_their_deadlines() -> None:
     assert budget.wave_deadline(0.0, 110.0, weights) == pytest.approx(40.0)
     assert budget.member_deadline(10.0, 70.0, 2) == pytest.approx(40.0)
     assert budget.waves([3, 1], 1, 2) == [([3], 1, 2), ([1], 1, 2)]
+
+
+def test_a_fold_out_of_time_predicts_the_plans_variant_only(tmp_path: Path) -> None:
+    from covseg.model.slices2d.cv import FoldResult, _oof_variants
+    from covseg.model.slices2d.report import cv_report, summary_lines, write_report
+
+    net = torch.nn.Conv2d(1, 1, 1).eval()
+    plan = _plan(bf16=False)
+    images = [np.full((20, 30), 200, np.uint8), np.full((25, 20), 10, np.uint8)]
+    assert set(_oof_variants([net], images, plan)) == {"final", "tta", "no_tta", "one_scale"}
+    late = _oof_variants([net], images, plan, full=False)
+    assert set(late) == {"final", "no_tta"}  # the preset predicts without TTA
+    # One fold on time, one late: the late fold's missing variants leave their means empty.
+    truths = [p >= 0.5 for p in late["final"]] * 2
+    on_time = FoldResult(0, [0, 1], [], _oof_variants([net], images, plan), [3])
+    report = cv_report(
+        ["a", "b", "c", "d"], truths, [on_time, FoldResult(1, [2, 3], [], late)], plan
+    )
+    assert report["dice_mean"] == report["dice_mean_no_tta"] == 1.0
+    assert report["dice_mean_tta"] is None and report["dice_mean_one_scale"] is None
+    assert [row["dice_tta"] is None for row in report["slices"]] == [False, False, True, True]
+    write_report(tmp_path, {**report, "train_seconds": 1.0}, {})
+    assert (tmp_path / "cv_report.csv").read_text().splitlines()[3].endswith(",1.0,1.0,,1.0,")
+    assert "mirror TTA -, no TTA 1.0000" in summary_lines({**report, "train_seconds": 1.0}, 32)[-1]

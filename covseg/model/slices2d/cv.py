@@ -55,7 +55,8 @@ class FoldResult:
     (one of those two, as the plan's ``inference.tta`` says), ``one_scale`` (as ``final``, at
     ``image_size`` only), and with pseudo-labels ``teacher`` (before fine-tuning)
     and, when asked for, ``control`` (fine-tuned as long, without the pseudo-labelled slices).
-    A model trained with classes adds ``consolidation`` (probability, as ``final`` is made).
+    A model trained with classes adds ``consolidation`` (probability, as ``final`` is made). A
+    fold out of time (``training.max_minutes``) has ``final`` and its TTA variant only.
     ``iterations``: what each member was trained for in this run (``None``: kept from an
     earlier one by ``resume``).
     """
@@ -338,7 +339,9 @@ def run_fold(
         result = FoldResult(fold, val_index, [net.state_dict() for net in nets], {}, trained)
     else:
         result, nets = _pseudo_label_fold(fold, data, train_idx, val_index, options, on_message)
-    result.probs.update(_oof_variants(nets, [data.originals[i] for i in val_index], plan))
+    # Out of time for every variant: the plan's own only (a fifth of the passes).
+    full = time.time() + options.predict_seconds <= end
+    result.probs.update(_oof_variants(nets, [data.originals[i] for i in val_index], plan, full))
     return result
 
 
@@ -464,22 +467,22 @@ def _bf16(plan: dict[str, Any]) -> bool:
 
 
 def _oof_variants(
-    nets: list[torch.nn.Module], images: list[npt.NDArray[np.uint8]], plan: dict[str, Any]
+    nets: list[torch.nn.Module],
+    images: list[npt.NDArray[np.uint8]],
+    plan: dict[str, Any],
+    full: bool = True,
 ) -> dict[str, list[npt.NDArray[np.float32]]]:
     """Out-of-fold maps at the slices' own sizes: with and without mirror TTA, the plan's
     choice of the two (``final``), at ``image_size`` alone, and the consolidation maps where
-    some network learnt the classes."""
+    some network learnt the classes. Not ``full``: ``final`` (and its TTA variant) only."""
     sizes, bf16, tta = inference_sizes(plan), _bf16(plan), bool(plan["inference"]["tta"])
-    with_tta = predict_slices(nets, images, sizes, True, bf16)
-    without = predict_slices(nets, images, sizes, False, bf16)
-    final = with_tta if tta else without
-    one = predict_slices(nets, images, [int(plan["image_size"])], tta, bf16)
-    probs = {
-        "tta": _lesion(with_tta),
-        "no_tta": _lesion(without),
-        "final": _lesion(final),
-        "one_scale": _lesion(one),
-    }
+    final = predict_slices(nets, images, sizes, tta, bf16)
+    probs = {"final": _lesion(final), ("tta" if tta else "no_tta"): _lesion(final)}
+    if full:
+        other = predict_slices(nets, images, sizes, not tta, bf16)
+        probs["no_tta" if tta else "tta"] = _lesion(other)
+        one = predict_slices(nets, images, [int(plan["image_size"])], tta, bf16)
+        probs["one_scale"] = _lesion(one)
     if final[0].shape[0] == 2:  # some member learnt the classes
         probs["consolidation"] = [m[1] for m in final]
     return probs

@@ -38,6 +38,23 @@ def _all(results: list[FoldResult], variant: str) -> list[npt.NDArray[np.float32
     return [p for r in results for p in r.probs[variant]]
 
 
+def _scores(
+    results: list[FoldResult], variant: str, truths: list[npt.NDArray[np.bool_]], threshold: float
+) -> list[float | None]:
+    """Each validation slice's Dice of a variant (``None`` in folds that lack it: out of time)."""
+    out: list[float | None] = []
+    for r in results:
+        maps = r.probs.get(variant)
+        if maps is None:
+            out += [None] * len(r.val_index)
+        else:
+            out += [
+                dice_unchecked(p >= threshold, truths[i])
+                for i, p in zip(r.val_index, maps, strict=True)
+            ]
+    return out
+
+
 def cv_report(
     ids: list[str],
     truths: list[npt.NDArray[np.bool_]],
@@ -52,28 +69,26 @@ def cv_report(
     fold_of = {i: r.fold for r in results for i in r.val_index}
     threshold = plan["inference"]["threshold"]
     min_area, pp_scores = choose_min_area(probs, [truths[i] for i in index], threshold)
+    variants = {
+        f"dice_{name}": _scores(results, name, truths, threshold)
+        for name in ("tta", "no_tta", "one_scale")
+    }
     rows = [
         {
             "case_id": ids[i],
             "fold": fold_of[i],
             "dice": dice_unchecked(p >= threshold, truths[i]),
             "dice_postprocessed": dice_unchecked(segment(p, threshold, min_area), truths[i]),
-            "dice_tta": dice_unchecked(r_tta >= threshold, truths[i]),
-            "dice_no_tta": dice_unchecked(r_no_tta >= threshold, truths[i]),
-            "dice_one_scale": dice_unchecked(r_one >= threshold, truths[i]),
+            **{key: scores[n] for key, scores in variants.items()},
         }
-        for i, p, r_tta, r_no_tta, r_one in zip(
-            index,
-            probs,
-            _all(results, "tta"),
-            _all(results, "no_tta"),
-            _all(results, "one_scale"),
-            strict=True,
-        )
+        for n, (i, p) in enumerate(zip(index, probs, strict=True))
     ]
 
-    def mean(key: str) -> float:
-        return float(np.mean([row[key] for row in rows]))
+    def mean(key: str) -> float | None:
+        """Mean over the slices; ``None`` where some fold had no time for the variant."""
+        values = [row[key] for row in rows]
+        numbers = [v for v in values if isinstance(v, float)]
+        return float(np.mean(numbers)) if len(numbers) == len(values) else None
 
     train = Training.of(plan)
     return {
@@ -134,6 +149,10 @@ def write_report(
 
 def summary_lines(report: dict[str, Any], image_size: int) -> list[str]:
     """The lines a finished run prints: Dice per fold, per class, and the mean."""
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
     lines = [f"CV Dice fold {fold}: {score:.4f}" for fold, score in report["dice_per_fold"].items()]
     lines += [
         f"CV Dice {name}: {stats['mean']:.4f} a slice ({stats['slices']:.0f} slices with it), "
@@ -141,9 +160,9 @@ def summary_lines(report: dict[str, Any], image_size: int) -> list[str]:
         for name, stats in report.get("classes", {}).items()
     ]
     lines.append(
-        f"CV Dice mean: {report['dice_mean']:.4f} (mirror TTA {report['dice_mean_tta']:.4f}, "
-        f"no TTA {report['dice_mean_no_tta']:.4f}, "
-        f"at {image_size} px only {report['dice_mean_one_scale']:.4f}; "
+        f"CV Dice mean: {report['dice_mean']:.4f} (mirror TTA {f(report['dice_mean_tta'])}, "
+        f"no TTA {f(report['dice_mean_no_tta'])}, "
+        f"at {image_size} px only {f(report['dice_mean_one_scale'])}; "
         f"post-processed, min area {report['min_area_fraction']:g}: "
         f"{report['dice_mean_postprocessed']:.4f}); {report['train_seconds']:.0f}s"
     )
