@@ -2,7 +2,7 @@
 
 The 50 MedSeg training slices (``../shared/data/medseg/train``: 8-bit, lung-windowed, cropped to
 the body, radiologist lesion masks) are mapped back to approximate HU with the window the
-slices-2d model uses (:data:`covseg.model.slices2d_data.HU_WINDOW`: grey 0..255 -> -1100..300 HU)
+slices-2d model uses (:data:`covseg.model.slices2d.data.HU_WINDOW`: grey 0..255 -> -1100..300 HU)
 as one-slice volumes of 0.7 mm pixels (1 mm thick), and :func:`covseg.lung.lung_mask` runs on
 each. Printed: per slice the share of its lesion pixels inside the lung mask, the pooled share
 (all lesion pixels of all slices), the slices without lungs, and where each slice's aerated lung
@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from covseg.io import Volume, read_volume
 from covseg.lung import lung_mask
-from covseg.model.slices2d_data import HU_WINDOW
+from covseg.model.slices2d.data import HU_WINDOW
 
 #: Pixel size (mm) assumed for the MedSeg slices (they carry none).
 PIXEL_MM = 0.7

@@ -148,13 +148,14 @@ def _segmenter(model: Path) -> Segmenter:
     process, as ``covseg predict`` does. A slices-2d model does not segment whole volumes here
     yet: plug its whole-volume prediction in at the marked branch.
     """
-    from covseg.model.plan import PlanError, read_plan
+    from covseg.model.plan import PlanError, pipeline_of, read_plan
 
     try:
         plan = read_plan(model)
+        slices = pipeline_of(plan) == "slices-2d"
     except PlanError as exc:
         raise ValueError(str(exc)) from None
-    if plan.get("dimensions") == 2:
+    if slices:
         # Hook: whole-volume prediction of slices-2d models goes here.
         raise ValueError(
             f"{model}: a slices-2d model cannot segment a CT volume in covseg quantify yet; "
