@@ -76,7 +76,7 @@ def test_participant_flow(env: tuple[Platform, TestClient, Queue]) -> None:
     assert sub["status"] == "succeeded" and len(sub["results"]) == 3
     assert sub["summary"]["seen"]["dice"]["mean"] == pytest.approx(1.0)
     csv_text = client.get(f"/api/submissions/{sub['id']}/results.csv", headers=eve).text
-    assert csv_text.startswith("case,source,dice")
+    assert csv_text.startswith("case,source,subset,dice")
     assert upload(client, eve, good_zip()).status_code == 429  # one a day
     board = client.get("/api/challenges/tiny/phases/validation/leaderboard").json()
     assert [e["team"] for e in board["entries"]] == ["eves"]

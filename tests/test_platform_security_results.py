@@ -184,7 +184,7 @@ def test_hidden_board_shows_participants_status_but_no_score(
     assert detail["summary"] == {} and all(r["metrics"] == {} for r in detail["results"])
     assert {r["status"] for r in detail["results"]} == {"ok"}
     header = client.get(f"/api/submissions/{test_id}/results.csv", headers=alice).text
-    assert header.splitlines()[0] == "case,source,status,error"
+    assert header.splitlines()[0] == "case,source,subset,status,error"
     assert "scores-hidden" in alice_page.get(f"/submissions/{test_id}").text
     for name, (kind, url) in board_views("test").items():
         r = fetch(client, alice, alice_page, kind, url)

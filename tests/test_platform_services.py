@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import threading
 from datetime import timedelta
@@ -25,6 +26,7 @@ from test_platform_support import (
     truth_mask,
 )
 
+from covseg.metrics import batch
 from covseg.platform.models import AuthSession, Base, Submission, SubmissionStatus, utcnow
 from covseg.platform.services import (
     accounts,
@@ -142,7 +144,11 @@ def test_good_submission_scores_and_ranks(platform: Platform) -> None:
         board = leaderboard.leaderboard(db, None, challenges.get_phase(db, ch, "validation"))
         assert [e.team for e in board.entries] == ["team-alice", "team-bob"]
         csv_text = submissions.results_csv(db.get(Submission, sub.id))  # type: ignore[arg-type]
-        assert csv_text.splitlines()[0].startswith("case,source,dice,nsd")
+    # The columns of `covseg evaluate`'s metrics.csv; seen/unseen is the subset, not the source.
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert tuple(rows[0]) == batch.COLUMNS
+    assert {r["subset"] for r in rows} == {"seen", "unseen"} and {r["source"] for r in rows} == {""}
+    assert all(float(r["truth_lesions"]) >= 1 for r in rows)  # the counts are kept too
 
 
 def test_daily_limit_counts_only_successful_or_pending(platform: Platform) -> None:

@@ -84,6 +84,8 @@ class Challenge(Base):
     licence: Mapped[str] = mapped_column(Text, default="")
     auto_approve: Mapped[bool] = mapped_column(Boolean, default=False)
     ranking_published: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The final ranking's metrics, comma-separated (each makes one task per subset).
+    ranking_tasks: Mapped[str] = mapped_column(String(200), default="dice,nsd,nave")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     phases: Mapped[list[Phase]] = relationship(
         back_populates="challenge", order_by="Phase.id", cascade="all, delete-orphan"

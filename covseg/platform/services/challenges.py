@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from covseg.metrics.registry import RANKING_METRICS
 from covseg.platform.config import Settings
 from covseg.platform.models import (
     AuditEvent,
@@ -29,19 +30,11 @@ from covseg.platform.models import (
 )
 from covseg.platform.services.errors import Conflict, Forbidden, Invalid, NotFound
 
-#: Metrics a board may show, with whether smaller is better.
-METRICS: dict[str, bool] = {
-    "dice": False,
-    "nsd": False,
-    "nave": True,
-    "hd95": True,
-    "assd": True,
-    "lesion_sensitivity": False,
-    "lesion_precision": False,
-    "lesion_f1": False,
-    "fp_lesions": True,
-}
+#: Metrics a board may show (the ranking tasks of :mod:`covseg.metrics.registry`).
+METRICS = RANKING_METRICS
 DEFAULT_METRICS = ["dice", "nsd", "nave", "hd95"]
+#: The COVID-19-20 final ranking's metrics; with two subsets they make its six tasks.
+DEFAULT_RANKING_TASKS = ("dice", "nsd", "nave")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _MASK_SUFFIXES = ("_seg.nii.gz", ".nii.gz", "_seg.nii", ".nii")
 #: COVID-19-20 names labels ``<case>_seg.nii.gz`` beside ``<case>_ct.nii.gz``.
@@ -280,6 +273,7 @@ def create_challenge(
         description=str(spec.get("description", "")),
         licence=str(spec.get("licence", "")),
         auto_approve=bool(spec.get("auto_approve", False)),
+        ranking_tasks=",".join(_ranking_tasks(spec.get("ranking"))),
     )
     db.add(challenge)
     try:
@@ -333,6 +327,26 @@ def _load_files(
     _copy_downloads(downloads, base, root / "downloads", jail, _TruthGuard(truth))
 
 
+def _ranking_tasks(spec: Any) -> list[str]:
+    """The final ranking's metrics from the challenge file's ``ranking: {tasks: [...]}``."""
+    if spec is None:
+        return list(DEFAULT_RANKING_TASKS)
+    if not isinstance(spec, dict) or set(spec) - {"tasks"}:
+        raise Invalid("ranking: a mapping with one key, tasks (e.g. tasks: [dice, nsd, nave])")
+    tasks = spec.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise Invalid("ranking.tasks: a non-empty list of metrics, e.g. [dice, nsd, nave]")
+    names = [str(t) for t in tasks]
+    unknown = [t for t in names if t not in RANKING_METRICS]
+    if unknown:
+        raise Invalid(
+            f"ranking.tasks: unknown metric {unknown[0]!r}; known: {', '.join(RANKING_METRICS)}"
+        )
+    if len(set(names)) != len(names):
+        raise Invalid(f"ranking.tasks: a metric is listed twice ({', '.join(names)})")
+    return names
+
+
 def _make_phase(item: dict[str, Any], challenge: Challenge, earlier: dict[str, Phase]) -> Phase:
     slug = str(item.get("slug", ""))
     if not _SLUG.match(slug):
@@ -341,7 +355,7 @@ def _make_phase(item: dict[str, Any], challenge: Challenge, earlier: dict[str, P
     metrics = [str(m) for m in item.get("metrics") or DEFAULT_METRICS]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise Invalid(f"phase {slug}: unknown metrics {unknown}; known: {sorted(METRICS)}")
+        raise Invalid(f"phase {slug}: unknown metrics {unknown}; known: {', '.join(METRICS)}")
     ranking = str(item.get("ranking", "mean-position"))
     if ranking != "mean-position" and ranking not in metrics:
         raise Invalid(f"phase {slug}: ranking must be 'mean-position' or one of its metrics")

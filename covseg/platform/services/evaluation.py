@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from covseg.metrics.batch import METRICS as CSV_METRICS
 from covseg.platform.config import Settings
 from covseg.platform.models import (
     IN_PROGRESS,
@@ -358,7 +359,8 @@ def _score_all(
                 "source": str(result.get("source") or ""),
                 "status": str(result.get("status", "ok")),
                 "error": public(str(result.get("error") or "")),
-                "metrics": {m: _finite(result.get(m)) for m in METRICS},
+                # every column of metrics.csv, the descriptive counts too
+                "metrics": {m: _finite(result.get(m)) for m in CSV_METRICS},
             }
         )
         if on_case is not None:

@@ -10,6 +10,7 @@ from scipy.stats import rankdata
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from covseg.metrics.registry import metric as metric_entry
 from covseg.platform.models import Phase, Submission, SubmissionStatus, Team, User
 from covseg.platform.services.challenges import METRICS, is_organizer, require_organizer
 from covseg.platform.services.errors import NotFound
@@ -72,7 +73,7 @@ def _order(subs: list[Submission], phase: Phase) -> list[tuple[float, float | No
     metrics = phase.metrics if phase.ranking_method == "mean-position" else [phase.ranking_method]
     per_metric = []
     for metric in metrics:
-        sign = 1.0 if METRICS[metric] else -1.0  # rank 1 = best
+        sign = 1.0 if metric_entry(metric).smaller_is_better else -1.0  # rank 1 = best
         values = [_mean(s, metric) for s in subs]
         keys = [sign * v if v is not None else float("inf") for v in values]
         per_metric.append(rankdata(keys, method="average"))

@@ -27,8 +27,6 @@ from covseg.platform.services.errors import Invalid, NotFound, ServiceError
 from covseg.platform.services.leaderboard import counted_submissions
 from covseg.platform.spreadsheet import neutralise_file
 
-#: The COVID-19-20 final ranking's metrics; with two sources they make its six tasks.
-RANKING_METRICS = ("dice", "nsd", "nave")
 #: Prefix of the folders rankings are built in (the published one is the link's target).
 _BUILD_PREFIX = ".ranking-"
 
@@ -70,6 +68,7 @@ def run_final_ranking(
     subs = counted_submissions(db, phase)
     if len(subs) < 2:
         raise Invalid("the ranking needs at least two teams with a successful submission")
+    tasks = challenge.ranking_tasks.split(",")  # validated at creation (ranking: tasks)
     evaluations = {}
     for sub in subs:
         rows = [
@@ -77,7 +76,7 @@ def run_final_ranking(
                 "case": r.case_id,
                 "source": r.source,
                 "subset": r.source,  # seen / unseen: the ranking's tasks split by it
-                **{m: r.metrics.get(m) for m in RANKING_METRICS},
+                **{m: r.metrics.get(m) for m in tasks},
                 "status": r.status,
                 "error": r.error,
             }
@@ -89,7 +88,7 @@ def run_final_ranking(
     try:
         published.parent.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=published.parent))
-        table, smaller_better = table_from_evaluations(evaluations)
+        table, smaller_better = table_from_evaluations(evaluations, tasks=tasks)
         run_ranking(
             table,
             build,

@@ -11,6 +11,8 @@ from typing import BinaryIO
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from covseg.datasets import SUBSETS
+from covseg.metrics.batch import METRICS as CSV_METRICS
 from covseg.platform.config import Settings
 from covseg.platform.models import (
     Phase,
@@ -20,7 +22,7 @@ from covseg.platform.models import (
     User,
     utcnow,
 )
-from covseg.platform.services.challenges import METRICS, is_organizer
+from covseg.platform.services.challenges import is_organizer
 from covseg.platform.services.errors import Forbidden, Invalid, LimitReached, NotFound, TooLarge
 from covseg.platform.services.participants import require_team, team_of
 from covseg.platform.services.uploads import screen_upload
@@ -169,15 +171,30 @@ def scores_visible(db: Session, user: User | None, phase: Phase) -> bool:
 
 
 def results_csv(sub: Submission, scores: bool = True) -> str:
-    """Per-case results as CSV (the columns of ``covseg evaluate``'s metrics.csv).
+    """Per-case results as CSV, with the columns of ``covseg evaluate``'s metrics.csv.
 
-    With ``scores`` false (see :func:`scores_visible`) the metric columns are left out.
+    A case's label in the challenge file (``sources``) is its subset when it names one
+    (``seen``, ``unseen``), else its source (whose subset the platform does not know). With
+    ``scores`` false (see :func:`scores_visible`) the metric columns are left out.
     """
     if not sub.results and sub.status not in (SubmissionStatus.succeeded, SubmissionStatus.failed):
         raise Invalid("this submission has not been evaluated yet")
-    metrics = list(METRICS) if scores else []
+    metrics = list(CSV_METRICS) if scores else []
     rows = (
-        [r.case_id, r.source, *(r.metrics.get(m) for m in metrics), r.status, r.error]
+        [
+            r.case_id,
+            *_source_subset(r.source),
+            *(r.metrics.get(m) for m in metrics),
+            r.status,
+            r.error,
+        ]
         for r in sub.results
     )
-    return to_csv(["case", "source", *metrics, "status", "error"], rows)
+    return to_csv(["case", "source", "subset", *metrics, "status", "error"], rows)
+
+
+def _source_subset(label: str) -> tuple[str, str]:
+    """(source, subset) of a case's label in the challenge file."""
+    if label in SUBSETS:
+        return "", label
+    return label, "unknown"

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from sqlalchemy import select
 
+from covseg.metrics.registry import metric
 from covseg.platform.config import Settings
 from covseg.platform.deps import COOKIE, DB, Throttle, client_address, get_queue, get_settings
 from covseg.platform.models import Challenge, Submission
@@ -232,7 +233,12 @@ def submission_page(request: Request, submission_id: int, db: DB, user: PageUser
     sub = submissions.get_submission(db, user, submission_id)
     pending = sub.status.value in ("queued", "validating", "evaluating")
     scores = submissions.scores_visible(db, user, sub.phase)
-    return render(request, "submission.html", {"sub": sub, "pending": pending, "scores": scores})
+    columns = [metric(m) for m in sub.phase.metrics]  # the phase's board metrics
+    return render(
+        request,
+        "submission.html",
+        {"sub": sub, "pending": pending, "scores": scores, "columns": columns},
+    )
 
 
 @router.get("/submissions/{submission_id}/results.csv")
