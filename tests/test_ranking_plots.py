@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from covseg.ranking import plots, run_ranking
 from covseg.ranking.table import Task
@@ -75,7 +76,11 @@ def test_one_algorithm_and_every_method_get_every_plot(tmp_path: Path) -> None:
     assert all(p.path.parent == tmp_path / "one" for p in plots.write_plots(one, tmp_path / "one"))
 
 
-def test_plot_formats_agree_with_the_settings() -> None:
-    from covseg.ranking.run import PLOT_FORMATS
+def test_an_unknown_plot_format_writes_nothing(tmp_path: Path) -> None:
+    from covseg.ranking.report import write_outputs
 
-    assert tuple(plots.FORMATS) == PLOT_FORMATS
+    table = pd.DataFrame({"task": "t", "case": ["c0", "c1"], "algorithm": "only", "value": 0.5})
+    result = run_ranking(table, methods=["test-then-rank"], bootstrap=0)
+    with pytest.raises(ValueError, match="unknown plot format 'gif'"):
+        write_outputs(result, tmp_path / "out", "gif")
+    assert not (tmp_path / "out").exists()

@@ -79,7 +79,7 @@ def rank(
 
     from covseg.ranking import RankingInputError, fill_missing, load_results, run_ranking
     from covseg.ranking.plots import FORMATS
-    from covseg.ranking.report import consensus_text
+    from covseg.ranking.report import consensus_text, write_outputs
 
     if not results.exists():
         raise _bad(f"{results}: no such file or folder")
@@ -107,7 +107,6 @@ def rank(
     try:
         result = run_ranking(
             table,
-            out_dir,
             methods=method,
             bootstrap=bootstrap,
             seed=seed,
@@ -119,12 +118,12 @@ def rank(
             progress=True,
             ties=ties,
             missing=missing,
-            plot_format=plots,
         )
     except RankingInputError as e:
         raise _bad(
             f"{draws if replay is not None and 'draws' in str(e) else results}: {e}"
         ) from None
+    write_outputs(result, out_dir, plots)
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(consensus_text(result))

@@ -184,21 +184,22 @@ def rank(run: Run) -> None:
     import pandas as pd
 
     from covseg.ranking import run_ranking, table_from_evaluations
+    from covseg.ranking.report import write_outputs
 
     metrics = {
         name: pd.read_csv(run.folder / "evaluation" / name / "metrics.csv")
         for name in algorithms(run)
     }
     table, smaller = table_from_evaluations(metrics)
-    run_ranking(
+    result = run_ranking(
         table,
-        run.folder / "ranking",
         methods=["all"],
         bootstrap=run.config.bootstrap,
         seed=run.config.seed,
         smaller_better=smaller,
         progress=True,
     )
+    write_outputs(result, run.folder / "ranking")
 
 
 def report(run: Run) -> None:

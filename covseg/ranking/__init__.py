@@ -2,10 +2,12 @@
 
 Entry points: :func:`run_ranking` on a long table (``task, case, algorithm, value``) and
 :func:`table_from_evaluations` to build COVID-19-20's six tasks from ``covseg evaluate`` output.
-Methods, conventions and the two bootstrap modes are described in ``docs/ranking.md``.
+``covseg.ranking.report.write_outputs`` writes a result's CSVs, plots and report. Methods,
+conventions and the two bootstrap modes are described in ``docs/ranking.md``.
 """
 
-from covseg.ranking.run import RankingResult, run_ranking
+from covseg.ranking.result import RankingResult
+from covseg.ranking.run import run_ranking
 from covseg.ranking.table import (
     SMALLER_IS_BETTER,
     RankingInputError,

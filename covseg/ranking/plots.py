@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from covseg.ranking import stats
 from covseg.ranking.methods import Method, task_view
-from covseg.ranking.run import RankingResult
+from covseg.ranking.result import RankingResult
 from covseg.ranking.table import Task
 
 DPI = 100
@@ -47,7 +47,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "both": ("png", "svg"),
     "none": (),
 }
-"""``plot_format`` values (:data:`covseg.ranking.run.PLOT_FORMATS`) and the files each writes."""
+"""``plot_format`` values (``covseg rank --plots``) and the files each writes."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from covseg.ranking.run import RankingResult
+from covseg.ranking.result import RankingResult
 
 _METHOD_TEXT = {
     "aggregate-then-rank": (
@@ -123,9 +123,17 @@ def consensus_text(result: RankingResult, top: int = 20) -> str:
 
 
 def write_outputs(result: RankingResult, out_dir: Path, plot_format: str = "png") -> None:
-    """Write the CSVs, ``plots/`` (``plot_format``: png, svg, both, none) and ``report.html``."""
-    from covseg.ranking.plots import write_plots
+    """Write the CSVs, ``plots/`` (``plot_format``: png, svg, both, none) and ``report.html``.
 
+    Raises
+    ------
+    ValueError
+        An unknown ``plot_format``, before anything is written.
+    """
+    from covseg.ranking.plots import FORMATS, write_plots
+
+    if plot_format not in FORMATS:
+        raise ValueError(f"unknown plot format {plot_format!r} (use {', '.join(FORMATS)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     result.rankings.to_csv(out_dir / "rankings.csv", index=False)
     result.pairwise.to_csv(out_dir / "pairwise.csv", index=False)

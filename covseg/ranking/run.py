@@ -1,11 +1,13 @@
-"""``run_ranking``: every requested method on every task, the consensus, the bootstrap, outputs."""
+"""``run_ranking``: every requested method on every task, the consensus, the bootstrap.
+
+Pure: it writes nothing. :func:`covseg.ranking.report.write_outputs` writes the CSVs, plots
+and ``report.html`` of its result.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,38 +33,8 @@ from covseg.ranking.methods import (
     score,
     task_view,
 )
+from covseg.ranking.result import RankingResult
 from covseg.ranking.table import MISSING, RankingInputError, Task, build_tasks, validate_table
-
-PLOT_FORMATS = ("png", "svg", "both", "none")
-"""What ``plots/`` holds: PNG (default), SVG, both, or no plot files."""
-
-
-@dataclass
-class RankingResult:
-    """All outputs of :func:`run_ranking` as data frames (column names are an interface).
-
-    ``rankings``: method, task, algorithm, value, rank. ``pairwise``: task, algorithm, other, n,
-    p_value, p_adjusted, significant. ``consensus``: method, algorithm, value, rank (Euclidean).
-    ``bootstrap_ranks``: method, task, algorithm, b, rank. ``bootstrap_summary``: method, task,
-    algorithm, rank, mean_rank, median_rank, q025, q975, prop_rank1, rank_freq.
-    ``bootstrap_consensus``: method, algorithm, value, rank, median_rank, q025, q975 (the
-    consensus of each bootstrap sample). ``notes``: one line each on missing results, left-out
-    algorithms and tasks left out of the bootstrap.
-    """
-
-    rankings: pd.DataFrame
-    pairwise: pd.DataFrame
-    consensus: pd.DataFrame
-    bootstrap_ranks: pd.DataFrame
-    bootstrap_summary: pd.DataFrame
-    kendall: pd.DataFrame = field(default_factory=pd.DataFrame)
-    kendall_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
-    consensus_all: pd.DataFrame = field(default_factory=pd.DataFrame)
-    draws: pd.DataFrame = field(default_factory=pd.DataFrame)
-    tasks: list[Task] = field(default_factory=list)
-    settings: dict[str, object] = field(default_factory=dict)
-    bootstrap_consensus: pd.DataFrame = field(default_factory=pd.DataFrame)
-    notes: list[str] = field(default_factory=list)
 
 
 def parse_methods(methods: Iterable[str]) -> list[Method]:
@@ -77,7 +49,6 @@ def parse_methods(methods: Iterable[str]) -> list[Method]:
 
 def run_ranking(
     table: pd.DataFrame,
-    out_dir: Path | None = None,
     *,
     methods: Iterable[str] = ("test-then-rank",),
     bootstrap: int = 1000,
@@ -90,7 +61,6 @@ def run_ranking(
     progress: bool = False,
     ties: str = "min",
     missing: str = "na.rm",
-    plot_format: str = "png",
 ) -> RankingResult:
     """Rank the algorithms of a long table (``task, case, algorithm, value``) per task.
 
@@ -98,8 +68,6 @@ def run_ranking(
     ----------
     table
         One row per task, case and algorithm; NaN or absent rows are missing results.
-    out_dir
-        Where to write the CSVs, ``plots/`` and ``report.html``; nothing is written if None.
     methods
         ``aggregate-then-rank`` (``:median``, ``:min``, ``:max`` for another aggregate),
         ``rank-then-aggregate``, ``test-then-rank``, or ``all``.
@@ -125,8 +93,6 @@ def run_ranking(
         that task, except in rank-then-aggregate, where missing values rank worst); ``error``
         refuses a table with missing results (challengeR without ``na.treat``). Fill them
         first with :func:`fill_missing` to count them instead.
-    plot_format
-        ``png`` (default), ``svg``, ``both`` or ``none``: the files of ``plots/``.
 
     Raises
     ------
@@ -134,10 +100,6 @@ def run_ranking(
         Unusable table, draws or settings (one-line message).
     """
     parsed = _check_settings(methods, bootstrap, alpha, adjust, mode, ties, missing)
-    if plot_format not in PLOT_FORMATS:
-        raise RankingInputError(
-            f"unknown plot format {plot_format!r} (use {', '.join(PLOT_FORMATS)})"
-        )
     options = Options(alpha=alpha, adjust=adjust, mode=mode, ties=ties)
     tasks, notes = build_tasks(validate_table(table), smaller_better, missing)
     rankings, pairwise = _full_data(parsed, tasks, options)
@@ -164,7 +126,7 @@ def run_ranking(
         summary = summarize_ranks(ranks, rankings)
         kendall_summary = summarize_kendall(kendall)
         boot_consensus = summarize_consensus(ranks, cons)
-    result = RankingResult(
+    return RankingResult(
         rankings=rankings,
         pairwise=pairwise,
         consensus=cons,
@@ -187,18 +149,12 @@ def run_ranking(
             "mode": mode,
             "ties": ties,
             "missing": missing,
-            "plot_format": plot_format,
             "smaller_better": sorted(set(smaller_better)),
             "bootstrapped_tasks": [t.name for t in boot_tasks] if sample_draws else [],
         },
         bootstrap_consensus=boot_consensus,
         notes=notes,
     )
-    if out_dir is not None:
-        from covseg.ranking.report import write_outputs
-
-        write_outputs(result, out_dir, plot_format)
-    return result
 
 
 def _bootstrap_tasks(tasks: Sequence[Task], bootstrap: int, notes: list[str]) -> list[Task]:

@@ -61,6 +61,7 @@ def run_final_ranking(
     import pandas as pd
 
     from covseg.ranking import RankingInputError, run_ranking, table_from_evaluations
+    from covseg.ranking.report import write_outputs
 
     if actor is not None:
         require_organizer(db, actor, challenge)
@@ -89,15 +90,15 @@ def run_final_ranking(
         published.parent.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=published.parent))
         table, smaller_better = table_from_evaluations(evaluations, tasks=tasks)
-        run_ranking(
+        result = run_ranking(
             table,
-            build,
             methods=("test-then-rank",),
             bootstrap=bootstrap,
             seed=seed,
             adjust="holm",
             smaller_better=tuple(smaller_better),
         )
+        write_outputs(result, build)
         for path in build.glob("*.csv"):  # team names may start a spreadsheet formula
             neutralise_file(path)
         _publish(build, published)
