@@ -351,7 +351,7 @@ def published_files(p: Platform) -> dict[str, bytes]:
 def test_a_failing_ranking_leaves_the_published_report(
     sqlite_env: tuple[Platform, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import covseg.ranking
+    import covseg.ranking.report
 
     p, client = sqlite_env
     both_teams_tested(p)
@@ -361,13 +361,13 @@ def test_a_failing_ranking_leaves_the_published_report(
     assert "report.html" in before and "rankings.csv" in before
     seen_during_run: list[dict[str, bytes]] = []
 
-    def crash(table: Any, out_dir: Path, **kwargs: Any) -> None:
+    def crash(result: Any, out_dir: Path, *args: Any) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "rankings.csv").write_text("half,written\n")
         seen_during_run.append(published_files(p))  # the old report, whole, while we run
         raise RuntimeError("plotting failed\n  on a second line")
 
-    monkeypatch.setattr(covseg.ranking, "run_ranking", crash)
+    monkeypatch.setattr(covseg.ranking.report, "write_outputs", crash)
     r = rank(client, org)
     assert r.status_code == 422
     detail = r.json()["detail"]
@@ -404,7 +404,7 @@ def test_a_failing_ranking_is_one_line_on_the_command_line(
     p = build_platform(tmp_path)
     both_teams_tested(p)
 
-    def crash(table: Any, out_dir: Path, **kwargs: Any) -> None:
+    def crash(table: Any, **kwargs: Any) -> None:
         raise MemoryError("no room for the bootstrap")
 
     monkeypatch.setattr(covseg.ranking, "run_ranking", crash)
