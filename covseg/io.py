@@ -308,8 +308,11 @@ def has_spacing(path: str | Path) -> bool:
     return image_suffix(path) not in SLICE_SUFFIXES
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, series: str | None = None) -> Volume:
     """Read a NIfTI, NRRD/MHA, DICOM or PNG/JPG file, or a folder holding one DICOM series.
+
+    A folder holding several series needs ``series``, the Series Instance UID of the one to read
+    (:func:`dicom_series` lists them).
 
     Raises
     ------
@@ -330,7 +333,7 @@ def read_volume(path: str | Path) -> Volume:
         raise VolumeReadError(f"{path}: empty file")
     try:
         if path.is_dir():
-            return _read_dicom_series(path)
+            return _read_dicom_series(path, series)
         suffix = image_suffix(path)
         if suffix in NIFTI_SUFFIXES:
             return _read_nifti(path)
@@ -402,16 +405,48 @@ def _read_itk(path: Path) -> Volume:
     return _itk_to_volume(sitk.ReadImage(str(path)))
 
 
-def _read_dicom_series(folder: Path) -> Volume:
+def dicom_series(folder: str | Path) -> dict[str, list[str]]:
+    """The DICOM series directly in ``folder``: Series Instance UID -> its files, in the slice
+    order GDCM sorts them (by position along the slice normal), the order of a volume's slices."""
     sitk = _sitk()
 
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
+    return {
+        uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid))
+        for uid in reader.GetGDCMSeriesIDs(str(folder))
+    }
+
+
+def pick_series(folder: str | Path, series: str | None = None) -> tuple[str, list[str]]:
+    """(UID, files) of the one DICOM series in ``folder``, or of ``series`` when it holds several.
+
+    Raises
+    ------
+    VolumeReadError
+        When there is no series, ``series`` is not there, or there are several and none is
+        picked; the message names the folder and each series (UID and file count).
+    """
+    found = dicom_series(folder)
+    listed = ", ".join(f"{uid} ({len(files)} files)" for uid, files in found.items())
+    if not found:
         raise VolumeReadError(f"{folder}: no DICOM series found")
-    if len(series) > 1:
-        raise VolumeReadError(f"{folder}: {len(series)} DICOM series found, expected one")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    if series is not None:
+        if series not in found:
+            raise VolumeReadError(f"{folder}: no DICOM series {series} (found: {listed})")
+        return series, found[series]
+    if len(found) > 1:
+        raise VolumeReadError(
+            f"{folder}: {len(found)} DICOM series ({listed}); pick one with --series UID"
+        )
+    uid, files = next(iter(found.items()))
+    return uid, files
+
+
+def _read_dicom_series(folder: Path, series: str | None = None) -> Volume:
+    sitk = _sitk()
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(pick_series(folder, series)[1])
     reader.MetaDataDictionaryArrayUpdateOn()
     # GDCM applies HU = stored * RescaleSlope + RescaleIntercept and sorts slices by position.
     image = reader.Execute()

@@ -29,8 +29,18 @@ def predict(
     threads: int = typer.Option(0, help="torch CPU threads per worker (0: torch's default)."),
     scheduler: str | None = typer.Option(None, help="Dask scheduler address to spread scans on."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    dicom_seg: bool = typer.Option(
+        False, "--dicom-seg", help="slices-2d: also write DICOM SEG for DICOM series inputs."
+    ),
+    series: str | None = typer.Option(
+        None, "--series", help="Series Instance UID to read where a folder holds several."
+    ),
 ) -> None:
     """Segment every scan; masks have exactly each input's shape and affine, named by case id.
+
+    A slices-2d model segments 2D slices (PNG/JPG, single DICOM files: OUT/<stem>.png) and CT
+    volumes slice by slice (NIfTI, NRRD/MHA, DICOM series folders: OUT/<case>.nii.gz, with
+    classes OUT/<case>_classes.nii.gz; --dicom-seg adds DICOM SEG objects for DICOM series).
 
     Example: covseg predict phantoms/Validation -m models/baseline -o predictions
     """
@@ -45,12 +55,7 @@ def predict(
     except PlanError as exc:
         raise fail(str(exc)) from None
     if slices:
-        from covseg.model.slices2d import predict_slices_2d
-
-        try:  # unreadable slices or model files: one line naming the file
-            predict_slices_2d(list(inputs), model, output, typer.echo if progress else None)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+        _predict_slices_2d(list(inputs), model, output, progress, dicom_seg, series)
         return
     try:
         found = find_inputs(list(inputs))
@@ -97,3 +102,47 @@ def _write_burden(job: PredictJob, ct: Volume, result: Segmentation) -> None:
     path = job.out_dir / "burden" / f"{job.case_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=float))
+
+
+def _predict_slices_2d(
+    inputs: list[Path],
+    model: Path,
+    output: Path,
+    progress: bool,
+    dicom_seg: bool,
+    series: str | None,
+) -> None:
+    """A slices-2d model: the 2D slices in one go, then each CT volume; a bad volume is one
+    error line and the others go on (exit code 1 at the end)."""
+    from covseg.model.slices2d import predict_slices_2d
+    from covseg.model.slices2d.cases import predict_volume_case, sort_inputs
+    from covseg.model.slices2d.predict import load_ensemble
+
+    found = sort_inputs(inputs, series)
+    failed = len(found.errors)
+    for error in found.errors:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    try:
+        if found.slices:
+            predict_slices_2d(found.slices, model, output, typer.echo if progress else None)
+        ensemble = load_ensemble(model) if found.volumes else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    for case in found.volumes:
+        assert ensemble is not None
+        try:
+            written = predict_volume_case(case, ensemble, output, dicom_seg)
+        except ValueError as exc:
+            failed += 1
+            message = str(exc)
+            message = message if str(case.path) in message else f"{case.path}: {message}"
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+            continue
+        if progress:
+            typer.echo(f"{case.path} -> {written[0]}")
+        if dicom_seg and not case.path.is_dir():
+            typer.echo(f"{case.path}: not a DICOM series, no DICOM SEG written")
+    done = len(found.slices) + len(found.volumes) - (failed - len(found.errors))
+    typer.echo(f"{done} of {done + failed} inputs segmented into {output}")
+    if failed:
+        raise typer.Exit(1)

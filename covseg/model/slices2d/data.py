@@ -92,6 +92,11 @@ def read_hu(path: Path) -> npt.NDArray[np.float32]:
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as err:
         raise ValueError(f"{path}: not a readable DICOM slice ({err})") from err
+    if array.ndim == 3 and array.shape[0] > 1:
+        raise ValueError(
+            f"{path}: a 3D image ({array.shape[0]} slices) where a 2D slice is needed; "
+            "give volumes as NIfTI/NRRD files or DICOM series folders"
+        )
     return np.asarray(array, dtype=np.float32).reshape(array.shape[-2:])
 
 

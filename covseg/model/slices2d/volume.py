@@ -1,0 +1,147 @@
+"""A ``slices-2d`` model on whole CT volumes: every axial slice of the thorax through the ensemble.
+
+The slice model learnt on single axial slices shown the radiologists' way (anterior at the top,
+the patient's right on the image's left), 8-bit, body-cropped and windowed. A CT volume is
+segmented slice by slice in exactly that form:
+
+1. The volume is reoriented (flips and transposes only, from the affine's direction) so that
+   its slices are the patient's axial planes in display orientation, whatever the file's array
+   order: rows run anterior -> posterior, columns right -> left (DICOM's LPS order, in which
+   the 2D path reads single DICOM slices).
+2. The slices to segment are the thorax's: every axial slice that holds lung
+   (:func:`covseg.lung.lung_mask`) plus :data:`MARGIN_MM` above and below, so a lesion at the
+   apex or a consolidated base the lung mask misses is still segmented. The other slices are
+   background; a volume without lungs is refused.
+3. Batches of chosen slices go through
+   :func:`~covseg.model.slices2d.predict.predict_hu_slices` (cropped to the body, windowed with
+   the model's HU window, the fold ensemble at the model's input sizes), then the same
+   threshold, small-component removal and lesion classes as a single slice
+   (:func:`~covseg.model.slices2d.predict.label_map`).
+4. The labels are put back into the file's array order: the masks have the CT's exact shape and
+   affine.
+
+A slice of a volume therefore gets the very mask the 2D path gives the same slice as a DICOM file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from covseg.io import Volume
+from covseg.model.slices2d.data import body_box
+from covseg.model.slices2d.predict import Ensemble, label_map, predict_hu_slices
+
+#: Slices above and below the lungs also segmented (mm): the apex and the bases, where a dense
+#: lesion can hide from the lung mask, are part of the thorax.
+MARGIN_MM = 20.0
+#: Slices per batch through the ensemble (the networks batch 8 of them at a time inside).
+BATCH_SLICES = 32
+#: The display orientation of an axial slice, as nibabel axis codes of (row, column, slice).
+DISPLAY = ("P", "L", "S")
+
+
+@dataclass
+class VolumeSegmentation:
+    """The result of :func:`segment_volume`, on the CT's grid.
+
+    Attributes
+    ----------
+    lesion
+        uint8 0/1 lesion mask, the CT's shape and affine.
+    classes
+        uint8 0/1/2 (ground glass, consolidation) with a class model, else ``None``.
+    lung
+        The lung labels used to choose the slices (0, 1 right, 2 left).
+    slices
+        Indices (in display order, inferior to superior) of the axial slices segmented.
+    """
+
+    lesion: Volume
+    classes: Volume | None
+    lung: Volume
+    slices: range
+
+
+def display_transform(affine: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The nibabel orientation transform taking an array with this ``affine`` to axial slices in
+    display orientation (:data:`DISPLAY`: ``array[row, column, slice]``)."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    return ornt_transform(io_orientation(affine), axcodes2ornt(DISPLAY))
+
+
+def segment_volume(
+    ct: Volume,
+    ensemble: Ensemble,
+    path: str | Path = "CT",
+    lung: Volume | None = None,
+    batch: int = BATCH_SLICES,
+) -> VolumeSegmentation:
+    """Segment the lesions of a CT volume (HU) with a ``slices-2d`` ensemble, slice by slice.
+
+    Parameters
+    ----------
+    ct
+        A 3D CT in HU, any orientation and spacing.
+    ensemble
+        The model (:func:`~covseg.model.slices2d.predict.load_ensemble`).
+    path
+        Name used in error messages.
+    lung
+        Its lung mask when already computed (:func:`covseg.lung.lung_mask`).
+    batch
+        Slices predicted together.
+
+    Returns
+    -------
+    VolumeSegmentation
+        Lesion (and class) masks with the CT's exact shape and affine.
+
+    Raises
+    ------
+    ValueError
+        When the CT is 2D or not in HU, or holds no lungs; one line naming ``path``.
+
+    Examples
+    --------
+    >>> ensemble = load_ensemble(Path("models/medseg"))  # doctest: +SKIP
+    >>> result = segment_volume(read_volume("chest.nii.gz"), ensemble)  # doctest: +SKIP
+    """
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    from covseg.lung import check_hu, lung_mask
+
+    check_hu(ct, path)
+    if lung is None:
+        lung = lung_mask(ct, path)
+    transform = display_transform(ct.affine)
+    hu = apply_orientation(np.asarray(ct.array), transform)  # a view: flips and transposes
+    lungs = apply_orientation(np.asarray(lung.array) != 0, transform)
+    chosen = thorax_slices(lungs, float(ct.spacing[int(np.flatnonzero(transform[:, 0] == 2)[0])]))
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    for start in range(chosen.start, chosen.stop, batch):
+        ks = range(start, min(start + batch, chosen.stop))
+        planes = [np.asarray(hu[:, :, k], dtype=np.float32) for k in ks]
+        for k, plane, prob in zip(ks, planes, predict_hu_slices(ensemble, planes), strict=True):
+            # The post-processing's area fraction is of the body box, as for a single slice.
+            box = body_box(plane)
+            labels[(*box, k)] = label_map(ensemble, prob[(slice(None), *box)])
+    undo = ornt_transform(axcodes2ornt(DISPLAY), io_orientation(ct.affine))
+    back = np.ascontiguousarray(apply_orientation(labels, undo), dtype=np.uint8)
+    return VolumeSegmentation(
+        lesion=ct.with_array((back > 0).astype(np.uint8)),
+        classes=ct.with_array(back) if ensemble.classes else None,
+        lung=lung,
+        slices=chosen,
+    )
+
+
+def thorax_slices(lungs: npt.NDArray[np.bool_], slice_mm: float) -> range:
+    """The axial slices (last axis) holding lung, plus :data:`MARGIN_MM` on either side."""
+    zs = np.flatnonzero(lungs.any(axis=(0, 1)))
+    pad = int(np.ceil(MARGIN_MM / slice_mm))
+    return range(max(0, int(zs[0]) - pad), min(lungs.shape[2], int(zs[-1]) + 1 + pad))
