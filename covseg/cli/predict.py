@@ -55,6 +55,10 @@ def predict(
     except PlanError as exc:
         raise fail(str(exc)) from None
     if slices:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         _predict_slices_2d(list(inputs), model, output, progress, dicom_seg, series)
         return
     try:
