@@ -238,12 +238,12 @@ def test_model_segments_then_quantifies(tmp_path: Path) -> None:
     assert got == pytest.approx(want) and got["lesion_ml"] is not None
 
 
-def test_slices_2d_model_is_named_as_not_yet_supported(tmp_path: Path) -> None:
+def test_slices_2d_model_without_weights_is_named(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     (model / "plan.yaml").write_text("preset: slices-2d\ndimensions: 2\n")
     case = make_phantom(seed=2, source="A", size=64)
     ct = write_volume(case.ct, tmp_path / "case_ct.nii.gz")
     result = _run(str(ct), "-m", str(model), "-o", str(tmp_path / "out"))
-    assert result.exit_code == 1 and "slices-2d model" in result.output
+    assert result.exit_code == 1 and f"{model}: no fold_*/model.pt" in result.output
     assert "Traceback" not in result.output

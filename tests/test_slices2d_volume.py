@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from covseg.cli import app
 from covseg.io import _LPS_TO_RAS, Volume, read_volume, write_volume
-from covseg.model.slices2d import load_preset, predict_slices_2d
+from covseg.model.plan import load_preset
+from covseg.model.slices2d import predict_slices_2d
 from covseg.model.slices2d.cases import sort_inputs
 from covseg.model.slices2d.net import make_network
 from covseg.model.slices2d.predict import load_ensemble
@@ -29,7 +30,7 @@ def _random_model(folder: Path) -> Path:
     """A slices-2d model folder with untrained networks: a binary one (fold 0) and a class one
     (fold 1). Their masks are arbitrary but deterministic, which is all that equality and
     orientation checks need."""
-    plan = load_preset()
+    plan = load_preset("slices-2d")
     plan["image_size"] = 32
     plan["network"]["features"] = [4, 4, 8, 8, 16, 4]
     plan["inference"]["min_area_fraction"] = 0.0
@@ -119,7 +120,7 @@ def test_a_volume_slice_gets_the_2d_paths_mask_on_real_dicom(
     series = shared_data / "lungmask-dicom"
     result = segment_volume(read_volume(series), load_ensemble(model), series)
     assert result.slices == range(0, 2)
-    predict_slices_2d([series / "0.dcm", series / "1.dcm"], model, tmp_path, progress=False)
+    predict_slices_2d([series / "0.dcm", series / "1.dcm"], model, tmp_path)
     for k in (0, 1):
         flat = np.asarray(Image.open(tmp_path / f"{k}.png")) > 0
         classes = np.asarray(Image.open(tmp_path / "classes" / f"{k}.png"))
@@ -298,3 +299,23 @@ def test_dicom_in_dicom_seg_out_matches_the_nifti_masks(
             source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=True
         )
         np.testing.assert_array_equal(pixels, np.transpose(expected, (2, 1, 0)))
+
+
+def test_quantify_with_a_slices_2d_model_measures_its_mask(
+    model: Path, phantom: Volume, tmp_path: Path
+) -> None:
+    """`covseg quantify CT -m MODEL` reports the lesion `covseg predict` writes for the CT."""
+    import json
+
+    ct = write_volume(phantom, tmp_path / "chest_ct.nii.gz")
+    assert (
+        runner.invoke(
+            app, ["predict", str(ct), "-m", str(model), "-o", str(tmp_path / "p")]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["quantify", str(ct), "-m", str(model), "-o", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    mask = read_volume(tmp_path / "p" / "chest.nii.gz").array
+    record = json.loads((tmp_path / "q" / "chest.json").read_text())
+    assert record["lesion_ml"] == pytest.approx(mask.sum() * phantom.voxel_volume_ml, rel=1e-6)

@@ -145,8 +145,8 @@ def _segmenter(model: Path) -> Segmenter:
     """A function (CT, its path) -> lesion mask from a model folder.
 
     Hook for ``-m MODEL``: a 3D model (``covseg train --preset baseline|auto``) segments in
-    process, as ``covseg predict`` does. A slices-2d model does not segment whole volumes here
-    yet: plug its whole-volume prediction in at the marked branch.
+    process, as ``covseg predict`` does; a slices-2d model segments the CT's thorax slices one by
+    one (:func:`covseg.model.slices2d.volume.segment_volume`).
     """
     from covseg.model.plan import PlanError, pipeline_of, read_plan
 
@@ -156,11 +156,15 @@ def _segmenter(model: Path) -> Segmenter:
     except PlanError as exc:
         raise ValueError(str(exc)) from None
     if slices:
-        # Hook: whole-volume prediction of slices-2d models goes here.
-        raise ValueError(
-            f"{model}: a slices-2d model cannot segment a CT volume in covseg quantify yet; "
-            "run covseg predict, then covseg quantify CT MASK"
-        )
+        from covseg.model.slices2d.predict import load_ensemble
+        from covseg.model.slices2d.volume import segment_volume
+
+        ensemble = load_ensemble(model)
+
+        def slice_by_slice(ct: Volume, path: Path) -> Volume:
+            return segment_volume(ct, ensemble, path).lesion
+
+        return slice_by_slice
     from covseg.model.inference import load_models
     from covseg.model.predict import segment
 
