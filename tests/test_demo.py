@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from covseg.cli import app
 from covseg.demo import MODEL_NAME, STAGES
-from covseg.teams import TEAMS
+from covseg.demo.teams import TEAMS
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from covseg.platform.app import create_app
 from covseg.platform.config import Settings
-from covseg.platform.demo import SLUG, build_demo
+from covseg.platform.demo_challenge import SLUG, build_demo
 from covseg.platform.services import challenges
 
 

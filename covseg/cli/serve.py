@@ -108,7 +108,7 @@ def serve(
     )
     application = create_app(settings)
     if demo:
-        from covseg.platform.demo import SLUG, build_demo
+        from covseg.platform.demo_challenge import SLUG, build_demo
 
         typer.echo("building the demo challenge from phantoms ...")
         logins = build_demo(settings, application.state.factory)

@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from covseg.demo import MODEL_NAME, Run, demo_plan, read_json
+from covseg.demo.config import MODEL_NAME, demo_plan
+from covseg.demo.run import Run, read_json
 
-#: What each simulated team does to the truth (the parameters are those of covseg.teams.TEAMS).
+#: What each simulated team does to the truth (the parameters are those of covseg.demo.teams.TEAMS).
 TEAM_NOTES = {
     "team-over-segmentation": "every lesion grown by 3 mm (a too-low threshold)",
     "team-under-segmentation": "every lesion shrunk by 2 mm (a too-high threshold)",
@@ -118,7 +119,7 @@ def write_report(run: Run) -> Path:
         "<p>Full statistical ranking (three methods, significance maps, bootstrap stability): "
         '<a href="ranking/report.html">ranking/report.html</a>.</p>',
         "<h2>Simulated teams</h2><p>Each team's predictions are the test truth perturbed in one "
-        "documented way (covseg.teams); they are not trained models.</p><ul>",
+        "documented way (covseg.demo.teams); they are not trained models.</p><ul>",
         *(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>" for name, note in _teams().items()),
         "</ul>",
         "<h2>The trained model</h2><p>The <code>baseline</code> preset, scaled down through its "
@@ -154,9 +155,9 @@ def _setting_text(run: Run) -> str:
 
 
 def _teams() -> dict[str, str]:
-    from covseg.teams import TEAMS
+    from covseg.demo.teams import TEAMS
 
-    return {name: TEAM_NOTES.get(name, "see covseg.teams") for name in TEAMS}
+    return {name: TEAM_NOTES.get(name, "see covseg.demo.teams") for name in TEAMS}
 
 
 def _esc(text: str) -> str:

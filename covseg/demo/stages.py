@@ -10,7 +10,8 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from covseg.demo import MODEL_NAME, Run, demo_plan
+from covseg.demo.config import MODEL_NAME, demo_plan
+from covseg.demo.run import Run
 
 
 @contextmanager
@@ -135,11 +136,11 @@ def quantify(run: Run) -> None:
 
 
 def teams(run: Run) -> None:
-    """Simulated teams' predictions: the truth perturbed as :mod:`covseg.teams` documents."""
+    """Simulated teams' predictions: the truth perturbed as :mod:`covseg.demo.teams` documents."""
     import numpy as np
 
+    from covseg.demo.teams import TEAMS
     from covseg.io import read_volume, write_mask
-    from covseg.teams import TEAMS
 
     cases = run.test_cases()
     with _bar(run, "simulated teams", len(cases) * len(TEAMS)) as advance:
@@ -160,7 +161,7 @@ def teams(run: Run) -> None:
 
 def algorithms(run: Run) -> dict[str, Path]:
     """Prediction folder of every algorithm: the trained model, then the simulated teams."""
-    from covseg.teams import TEAMS
+    from covseg.demo.teams import TEAMS
 
     return {MODEL_NAME: run.folder / "predictions"} | {
         name: run.folder / "teams" / name for name in TEAMS
