@@ -41,8 +41,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "quantify": ("burden",),
     "teams": ("teams",),
     "evaluate": ("evaluation",),
-    "rank": ("ranking",),
-    "report": ("report.html",),
+    "rank": ("ranking", "figures"),
+    "report": ("report.html", "figures/boxplots.png", "figures/example_case.png"),
 }
 #: Stage names, in order.
 STAGES = tuple(OUTPUTS)

@@ -20,6 +20,10 @@ TRAIN_SHARE = 0.8
 TINY_TRAIN_MINUTES = 20.0
 #: Slice thickness of the model grid (mm): the baseline's.
 MODEL_SLICE_MM = 5.0
+#: Test phantoms per source (seen A, unseen B): with 12 cases a one-sided Wilcoxon test can reach
+#: p = 2^-12 when one algorithm wins on every case, significant after Holm over 42 pairs; with 3,
+#: p >= 1/8 and every algorithm ties.
+N_TEST = 12
 
 
 def make_config(minutes: float, tiny: bool = False, seed: int = 0) -> DemoConfig:
@@ -39,7 +43,9 @@ def make_config(minutes: float, tiny: bool = False, seed: int = 0) -> DemoConfig
     train_minutes = round(TRAIN_SHARE * minutes, 2)
     if tiny:
         return DemoConfig(minutes, TINY_TRAIN_MINUTES, 64, 6, 1, 3, 3, 100, 100, seed, __version__)
-    return DemoConfig(minutes, train_minutes, 96, 8, 2, 3, 3, 10_000, 1000, seed, __version__)
+    return DemoConfig(
+        minutes, train_minutes, 96, 8, 2, N_TEST, N_TEST, 10_000, 1000, seed, __version__
+    )
 
 
 def demo_plan(config: DemoConfig) -> tuple[dict[str, Any], list[str]]:

@@ -181,9 +181,11 @@ def evaluate(run: Run) -> None:
 
 
 def rank(run: Run) -> None:
-    """challengeR's three ranking methods on the six tasks, consensus, bootstrap, report."""
+    """challengeR's three ranking methods on the six tasks, consensus, bootstrap, report; the
+    blob plot and Dice podiums for the demo's report."""
     import pandas as pd
 
+    from covseg.demo import figures
     from covseg.ranking import run_ranking, table_from_evaluations
 
     metrics = {
@@ -191,7 +193,7 @@ def rank(run: Run) -> None:
         for name in algorithms(run)
     }
     table, smaller = table_from_evaluations(metrics)
-    run_ranking(
+    result = run_ranking(
         table,
         run.folder / "ranking",
         methods=["all"],
@@ -200,12 +202,39 @@ def rank(run: Run) -> None:
         smaller_better=smaller,
         progress=True,
     )
+    out = run.folder / "figures"
+    figures.save(figures.blob_plot(result), out / "blob.png")
+    for task in ("dice_seen", "dice_unseen"):
+        if any(t.name == task for t in result.tasks):
+            figures.save(figures.podium(result, task), out / f"podium_{task}.png")
 
 
 def report(run: Run) -> None:
-    """The demo's own ``report.html``: settings, teams, Table 2, ranking, burden."""
-    from covseg.demo.report import write_report
+    """The demo's own ``report.html``: settings, ranking and its figures, teams, burden."""
+    import numpy as np
+    import pandas as pd
 
-    with _bar(run, "report", 1) as advance:
+    from covseg.demo import figures
+    from covseg.demo.report import example_case_id, leaderboard, write_report
+    from covseg.io import read_volume
+
+    with _bar(run, "report", 3) as advance:
+        order = list(leaderboard(run.folder)["algorithm"])
+        metrics = {
+            name: pd.read_csv(run.folder / "evaluation" / name / "metrics.csv") for name in order
+        }
+        out = run.folder / "figures"
+        figures.save(figures.subset_boxplots(metrics, order), out / "boxplots.png")
+        advance()
+        case = example_case_id(run.folder)
+        ct = read_volume(run.data / "Test" / f"{case}_ct.nii.gz")
+        truth = np.asarray(read_volume(run.data / "Test" / f"{case}_seg.nii.gz").array)
+        folders = algorithms(run)
+        masks = {
+            name: np.asarray(read_volume(folders[name] / f"{case}.nii.gz").array) for name in order
+        }
+        title = f"{case}: every algorithm's outline (dashed: reference)"
+        figures.save(figures.example_case(ct, truth, masks, title), out / "example_case.png")
+        advance()
         write_report(run)
         advance()
