@@ -13,7 +13,9 @@ from covseg.cli._app import app, fail
 def demo(
     output: Path = typer.Option(Path("covseg-demo"), "-o", "--output", help="Demo folder."),
     minutes: float = typer.Option(
-        10.0, "--minutes", help="Budget of the whole run on 2 idle cores (training gets 60%)."
+        10.0,
+        "--minutes",
+        help="Budget of the whole run on 2 idle cores; training gets all but 3.5 minutes of it.",
     ),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Smallest run (tests)."),
 ) -> None:
