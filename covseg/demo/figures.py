@@ -165,5 +165,5 @@ def example_case(
         handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False, labelcolor="white"
     )
     fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     return fig

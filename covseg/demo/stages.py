@@ -185,7 +185,7 @@ def rank(run: Run) -> None:
     blob plot and Dice podiums for the demo's report."""
     import pandas as pd
 
-    from covseg.demo import figures
+    from covseg.demo.figures import blob_plot, podium, save
     from covseg.ranking import run_ranking, table_from_evaluations
 
     metrics = {
@@ -203,10 +203,10 @@ def rank(run: Run) -> None:
         progress=True,
     )
     out = run.folder / "figures"
-    figures.save(figures.blob_plot(result), out / "blob.png")
+    save(blob_plot(result), out / "blob.png")
     for task in ("dice_seen", "dice_unseen"):
         if any(t.name == task for t in result.tasks):
-            figures.save(figures.podium(result, task), out / f"podium_{task}.png")
+            save(podium(result, task), out / f"podium_{task}.png")
 
 
 def report(run: Run) -> None:
@@ -214,7 +214,7 @@ def report(run: Run) -> None:
     import numpy as np
     import pandas as pd
 
-    from covseg.demo import figures
+    from covseg.demo.figures import example_case, save, subset_boxplots
     from covseg.demo.report import example_case_id, leaderboard, write_report
     from covseg.io import read_volume
 
@@ -224,7 +224,7 @@ def report(run: Run) -> None:
             name: pd.read_csv(run.folder / "evaluation" / name / "metrics.csv") for name in order
         }
         out = run.folder / "figures"
-        figures.save(figures.subset_boxplots(metrics, order), out / "boxplots.png")
+        save(subset_boxplots(metrics, order), out / "boxplots.png")
         advance()
         case = example_case_id(run.folder)
         ct = read_volume(run.data / "Test" / f"{case}_ct.nii.gz")
@@ -234,7 +234,7 @@ def report(run: Run) -> None:
             name: np.asarray(read_volume(folders[name] / f"{case}.nii.gz").array) for name in order
         }
         title = f"{case}: every algorithm's outline (dashed: reference)"
-        figures.save(figures.example_case(ct, truth, masks, title), out / "example_case.png")
+        save(example_case(ct, truth, masks, title), out / "example_case.png")
         advance()
         write_report(run)
         advance()
