@@ -144,7 +144,7 @@ def write_report(run: Run) -> Path:
         "<h1>covseg demo: a COVID-19-20-style challenge on synthetic phantoms</h1>",
         f"<p>{_esc(_setting_text(run))}</p>",
         "<h2>Final ranking</h2>",
-        _html_table(board, ranks),
+        _html_table(board.rename(columns=_board_header), ranks),
         "<p>Consensus over the six tasks (Dice, NSD, NAVE on seen and unseen cases). rank "
         "(significance): test-then-rank, the challenge's method (one-sided Wilcoxon at 5 %, "
         "Holm's adjustment): an algorithm's rank in a task is one plus the number of algorithms "
@@ -198,6 +198,13 @@ def example_case_id(folder: Path) -> str:
         mask = read_volume(truth / f"{case}_seg.nii.gz")
         volumes[str(case)] = float((mask.array != 0).sum() * np.prod(mask.spacing))
     return max(volumes, key=lambda c: volumes[c])
+
+
+def _board_header(column: str) -> str:
+    """``dice_seen`` -> ``Dice seen`` (mean over the subset's cases)."""
+    metric, _, subset = column.partition("_")
+    label = {"dice": "Dice", "nsd": "NSD", "nave": "NAVE"}.get(metric)
+    return f"{label} {subset}" if label and subset else column
 
 
 def _figure(path: Path, caption: str) -> str:
