@@ -73,18 +73,19 @@ def test_the_ranking_on_the_demos_test_cases_separates_the_clearly_worse_teams(
 ) -> None:
     """test-then-rank on the demo's test phantoms ranks the damaging teams below the truth-like.
 
-    Two teams leave almost every lesion voxel exact: ``team-missed-small-lesions`` drops only the
-    lesions under 5 mL, ``team-false-positives`` only adds 4 blobs of 8 mm. On the seen (A) grid,
-    3.95 x 3.95 x 5 mm, a 2 or 3 mm margin is less than a voxel, so under- and over-segmentation
-    erode or dilate every lesion by one whole voxel layer (the 6-neighbourhood), and boundary
-    noise flips 60 % of both one-voxel shells of every border: on lesions a few voxels across that
-    costs a third or more of the Dice on every case. On the unseen (B) grid, 4.27 x 4.27 x
-    1.25 mm, the margins reach only one or two 1.25 mm slices along z (mild), while boundary
-    noise still flips in-plane 4.27 mm voxels. A team better on all n cases has the one-sided
-    Wilcoxon p = 2^-n, significant after Holm over the 20 ordered pairs of five teams once
-    2^-n * 20 < 0.05, n >= 9: then the damaged teams have both truth-like teams significantly
-    better (rank >= 3) and the truth-like teams at most each other (rank <= 2). With the demo's
-    former 3 + 3 test cases (p >= 1/8) every team tied at rank 1.
+    ``team-false-positives`` is the truth-like team: it keeps every lesion voxel and only adds 4
+    blobs of 8 mm (``team-missed-small-lesions`` is not: a case whose lesions are all under 5 mL
+    loses them all). On the seen (A) grid, 3.95 x 3.95 x 5 mm, a 2 or 3 mm margin is less than a
+    voxel, so under- and over-segmentation erode or dilate every lesion by one whole voxel layer
+    (the 6-neighbourhood), and boundary noise flips 60 % of both one-voxel shells of every border:
+    on lesions a few voxels across that costs a third or more of the Dice and the surface within
+    1 mm on every case. A team better on all n cases has the one-sided Wilcoxon p = 2^-n,
+    significant after Holm over the 20 ordered pairs of five teams once 2^-n * 20 < 0.05,
+    n >= 9: so on the seen cases the truth-like team ranks 1 and the three damaging teams below
+    it. On the unseen (B) grid, 4.27 x 4.27 x 1.25 mm, the margins reach only one or two 1.25 mm
+    slices along z (mild, not asserted), while boundary noise still flips in-plane 4.27 mm
+    voxels and ranks below the truth-like team. With the demo's former 3 + 3 test cases
+    (p >= 1/8) every team tied at rank 1.
     """
     config = make_config(10)
     data = tmp_path / "data"
@@ -110,12 +111,10 @@ def test_the_ranking_on_the_demos_test_cases_separates_the_clearly_worse_teams(
     table, smaller = table_from_evaluations(metrics)
     result = run_ranking(table, methods=("test-then-rank",), bootstrap=0, smaller_better=smaller)
     ranks = result.rankings.pivot(index="algorithm", columns="task", values="rank")
-    truth_like = ["team-missed-small-lesions", "team-false-positives"]
-    damaged = {
-        "dice_seen": ["team-under-segmentation", "team-over-segmentation", "team-boundary-noise"],
-        "nsd_seen": ["team-under-segmentation", "team-over-segmentation", "team-boundary-noise"],
-        "dice_unseen": ["team-boundary-noise"],
-    }
-    for task, names in damaged.items():
-        assert (ranks.loc[truth_like, task] <= 2).all(), (task, ranks[task])
-        assert (ranks.loc[names, task] >= 3).all(), (task, ranks[task])
+    truth_like = "team-false-positives"
+    damaging = ["team-under-segmentation", "team-over-segmentation", "team-boundary-noise"]
+    for task in ("dice_seen", "nsd_seen"):
+        assert ranks.loc[truth_like, task] == 1, (task, ranks[task])
+        assert (ranks.loc[damaging, task] > 1).all(), (task, ranks[task])
+    noise = ranks.loc["team-boundary-noise", "dice_unseen"]
+    assert noise > ranks.loc[truth_like, "dice_unseen"], ranks["dice_unseen"]
