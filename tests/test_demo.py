@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +14,8 @@ from typer.testing import CliRunner
 
 from covseg.cli import app
 from covseg.demo import MODEL_NAME, STAGES
-from covseg.teams import TEAMS
+from covseg.demo.report import BURDEN_COLUMNS, FIGURES
+from covseg.demo.teams import TEAMS
 
 runner = CliRunner()
 
@@ -43,6 +47,7 @@ def test_every_stage_writes_its_outputs(demo_run: tuple[Path, str]) -> None:
         "model/fold_0/best.pt",
         "burden/burden.csv",
         "ranking/report.html",
+        "figures/blob.png",
         "report.html",
     ):
         assert (folder / path).exists(), path
@@ -102,6 +107,28 @@ def test_reports_list_every_team(demo_run: tuple[Path, str]) -> None:
             assert name in text, (report, name)
     consensus = pd.read_csv(folder / "ranking" / "consensus.csv")
     assert set(consensus["algorithm"]) == {MODEL_NAME, *TEAMS}
+
+
+def test_report_embeds_every_figure_and_prints_human_numbers(demo_run: tuple[Path, str]) -> None:
+    """One self-contained page: the paper's figures inlined, numbers without exponents."""
+    folder, _ = demo_run
+    text = (folder / "report.html").read_text()
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) == len(FIGURES) + 2  # + burden overlay and fingerprint
+    for name, caption in FIGURES.items():
+        assert (folder / "figures" / name).stat().st_size > 0
+        assert html.escape(caption, quote=True) in text, name
+    for _, data in images:
+        assert base64.b64decode(data).startswith(b"\x89PNG")
+    assert "Lesion burden overlay" in text and "Dataset fingerprint" in text
+    words = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    assert not re.search(r"\d\.?\d*e[+-]\d", words)  # no 4.1e+03
+    burden = re.findall(r"<table>(.*?)</table>", words)[1]  # after the final ranking
+    header = re.findall(r"<th>(.*?)</th>", burden)
+    assert header == [html.escape(h) for h in BURDEN_COLUMNS.values()]
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(<td>.*?)</tr>", burden)]
+    lungs = [row[header.index("lungs (mL)")] for row in rows]
+    assert len(lungs) == 6 and all(re.fullmatch(r"\d{1,3}(,\d{3})+", v) for v in lungs), lungs
 
 
 def test_a_finished_folder_is_not_run_again(demo_run: tuple[Path, str]) -> None:

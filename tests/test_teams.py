@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from covseg import teams
+from covseg.demo import teams
 
 SPACING = (1.0, 1.0, 2.0)
 

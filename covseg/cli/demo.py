@@ -13,7 +13,9 @@ from covseg.cli._app import app, fail
 def demo(
     output: Path = typer.Option(Path("covseg-demo"), "-o", "--output", help="Demo folder."),
     minutes: float = typer.Option(
-        10.0, "--minutes", help="Budget of the whole run on 2 idle cores (training gets 60%)."
+        10.0,
+        "--minutes",
+        help="Budget of the whole run on 2 idle cores; training gets all but 3.5 minutes of it.",
     ),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Smallest run (tests)."),
 ) -> None:
@@ -49,7 +51,7 @@ def _summary(folder: Path, console: object) -> None:
     console.print(table2(folder))
     console.print(leaderboard_table(leaderboard(folder)))
     places = {
-        "report": "report.html (ranking details: ranking/report.html)",
+        "report": "report.html, one page with the figures (details: ranking/report.html)",
         "phantom dataset": "data/ (Train, Validation, Test, lungs)",
         "fingerprint": "fingerprint/ (fingerprint.csv, .json, .png)",
         "trained model": "model/ (plan.yaml, fold_0/best.pt, log.csv)",
@@ -58,6 +60,7 @@ def _summary(folder: Path, console: object) -> None:
         "simulated teams": "teams/<team>/<case>.nii.gz",
         "evaluation": "evaluation/<algorithm>/metrics.csv (+ _summary.json)",
         "ranking": "ranking/ (CSVs, plots/, report.html)",
+        "figures": "figures/ (the report's PNGs)",
     }
     for what, where in places.items():
         console.print(f"  {what:<16} {folder}/{where}", highlight=False)

@@ -108,13 +108,35 @@ def serve(
     )
     application = create_app(settings)
     if demo:
-        from covseg.platform.demo import SLUG, build_demo
+        import threading
+
+        from covseg.platform.demo_challenge import SLUG, build_demo, seed_submissions
 
         typer.echo("building the demo challenge from phantoms ...")
         logins = build_demo(settings, application.state.factory)
-        typer.echo(f"demo challenge: http://{host}:{port}/challenges/{SLUG}")
+        site = f"http://{host}:{port}/challenges/{SLUG}"
+        typer.echo(f"demo challenge: {site}")
         for account in logins:
-            typer.echo(f"  {account.role:<12} {account.email:<26} password {account.password}")
+            typer.echo(f"  {account.role:<15} {account.email:<35} password {account.password}")
+        typer.echo(f"validation board: {site}/phases/validation/leaderboard")
+        typer.echo(f"final ranking:    {site}/ranking/report.html")
+        typer.echo(
+            "a team's per-case results: log in as the simulated team, then "
+            f"{site}/submissions; the test board: log in as the organizer"
+        )
+
+        def seed() -> None:
+            try:
+                seed_submissions(settings, application.state.factory, say)
+                say("ready: boards, per-case results and the final ranking")
+            except Exception as exc:  # one line, the server stays up
+                say(f"seeding stopped: {type(exc).__name__}: {exc}")
+
+        def say(line: str) -> None:
+            typer.echo(f"demo: {line}")
+
+        # Scoring the simulated teams takes a while: the server answers meanwhile.
+        threading.Thread(target=seed, name="demo-seeding", daemon=True).start()
     child = None
     if worker:
         command = [sys.executable, "-c", "from covseg.cli import main; main()", "worker"]

@@ -4,21 +4,21 @@ Stages, each resumable (see :mod:`covseg.demo.state`): phantom dataset in the CO
 fingerprint, training of the ``baseline`` preset within a time budget, prediction of the test
 cases, lesion burden, simulated teams, evaluation, statistical ranking, and an HTML report.
 
-The baseline's network (MONAI BasicUNet) and augmentation chain are kept; the plan is scaled down
-so that a run fits a laptop's CPU: a coarser model grid, smaller patches, half the feature
-widths, a higher learning rate and a wall-clock budget instead of 500 epochs
-(:func:`demo_plan` lists every change; the model folder's ``plan.yaml`` holds them all).
+Modules: :mod:`~covseg.demo.config` (settings, the scaled-down plan), :mod:`~covseg.demo.run`
+(one run's folder), :mod:`~covseg.demo.stages` (one function a stage),
+:mod:`~covseg.demo.teams` (the simulated teams), :mod:`~covseg.demo.figures` and
+:mod:`~covseg.demo.report` (``report.html``).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
+from covseg.demo import stages
+from covseg.demo.config import MODEL_NAME, make_config, needed_bytes
+from covseg.demo.run import Run
 from covseg.demo.state import (
     DemoConfig,
     DemoFolderError,
@@ -31,106 +31,6 @@ from covseg.demo.state import (
 
 __all__ = ["MODEL_NAME", "STAGES", "DemoConfig", "DemoFolderError", "make_config", "run_demo"]
 
-#: The trained model's name in the evaluation and the ranking.
-MODEL_NAME = "covseg-baseline"
-#: Share of the budget given to training; the other stages take the rest on 2 idle cores.
-TRAIN_SHARE = 0.8
-#: The tiny run's training cap: far above its 100 epochs' need, so that the epochs decide.
-TINY_TRAIN_MINUTES = 20.0
-#: Slice thickness of the model grid (mm): the baseline's.
-MODEL_SLICE_MM = 5.0
-
-
-def make_config(minutes: float, tiny: bool = False, seed: int = 0) -> DemoConfig:
-    """The run's settings for a budget of ``minutes``; ``tiny`` is the test suite's smallest run.
-
-    Phantom counts and size are fixed so that every stage but training takes a few minutes at
-    most on 2 idle cores; training gets :data:`TRAIN_SHARE` of the budget. The tiny run trains a
-    fixed 100 epochs on 6 small phantoms instead (about 70 s of the run's 90 on 2 idle cores), so
-    that its outcome does not depend on how busy the machine is: enough for the model to beat the
-    weakest simulated team on the seen cases (seeds 0-2: 0.40, 0.59, 0.37 against 0.26, 0.40,
-    0.23), which the test suite checks.
-    """
-    from covseg import __version__
-
-    if minutes <= 0:
-        raise ValueError(f"--minutes must be positive, got {minutes:g}")
-    train_minutes = round(TRAIN_SHARE * minutes, 2)
-    if tiny:
-        return DemoConfig(minutes, TINY_TRAIN_MINUTES, 64, 6, 1, 3, 3, 100, 100, seed, __version__)
-    return DemoConfig(minutes, train_minutes, 96, 8, 2, 3, 3, 10_000, 1000, seed, __version__)
-
-
-def demo_plan(config: DemoConfig) -> tuple[dict[str, Any], list[str]]:
-    """The baseline plan scaled down for the demo, and the overrides applied (to print)."""
-    from covseg.model.plan import apply_overrides, load_preset
-    from covseg.phantom import FULL_SIZE, SOURCES
-
-    # Model grid as coarse as the phantoms' in-plane spacing: resampling finer only costs time.
-    in_plane = round(SOURCES["A"].spacing[0] * FULL_SIZE / config.size, 1)
-    # Small patches buy more steps in the budget, which is what a minutes-long run lacks most
-    # (32 vs 64 in-plane: about 4x the steps, the same Dice after 5 minutes, RESULTS.md).
-    patch = 32
-    overrides = [
-        f"preprocessing.spacing_mm=[{in_plane}, {in_plane}, {MODEL_SLICE_MM}]",
-        f"augmentation.pad_to=[{patch}, {patch}]",
-        f"augmentation.crop_size=[{patch}, {patch}, 16]",
-        f"inference.roi_size=[{patch}, {patch}, 16]",
-        "network.features=[16, 16, 32, 64, 128, 16]",
-        # nnU-Net's optimiser and poly schedule: 0.31 vs Adam's 0.21 held-out Dice after the
-        # same 5 minutes (benchmarks/RESULTS.md), and the run ends on small steps.
-        "training.optimizer=sgd",
-        "training.learning_rate=0.01",
-        "training.lr_schedule=poly",
-        "training.amp=false",
-        # Train inside the lung box that predict segments: negative patches show lung, pleura
-        # and vessels (the network's false positives) rather than air and body wall.
-        "training.lung_crop=true",
-        f"training.epochs={config.max_epochs}",
-        f"training.max_minutes={config.train_minutes}",
-        "training.validation_interval=100000",  # validate after the last epoch only
-        f"training.seed={config.seed}",
-        # covseg's post-processing (the winners' recipe): a briefly trained network's stray
-        # voxels outside the lungs and specks are most of its errors.
-        "postprocess.outside_lung=true",
-        "postprocess.min_component_ml=0.5",
-    ]
-    return apply_overrides(load_preset("baseline"), overrides), overrides
-
-
-def needed_bytes(config: DemoConfig) -> int:
-    """A generous bound on the disk the run writes (uncompressed sizes, plus plots and model)."""
-    from covseg.phantom import DEFAULT_COVERAGE_MM, SOURCES
-    from covseg.teams import TEAMS
-
-    slices = {s: int(round(DEFAULT_COVERAGE_MM / spec.spacing[2])) for s, spec in SOURCES.items()}
-    plane = config.size**2
-    n_a = config.n_train + config.n_validation + config.n_test_seen
-    data = 4 * plane * (n_a * slices["A"] + config.n_test_unseen * slices["B"])
-    test = plane * (config.n_test_seen * slices["A"] + config.n_test_unseen * slices["B"])
-    return data + (2 + len(TEAMS)) * test + 100_000_000
-
-
-@dataclass
-class Run:
-    """One demo run: its folder, settings and console."""
-
-    folder: Path
-    config: DemoConfig
-    console: Console
-
-    @property
-    def data(self) -> Path:
-        """The phantom dataset (COVID-19-20 layout)."""
-        return self.folder / "data"
-
-    def test_cases(self) -> list[Any]:
-        """The labelled test cases, seen then unseen."""
-        from covseg.datasets import find_cases
-
-        return find_cases(self.data / "Test", require_labels=True)
-
-
 #: Every stage, in order, with the outputs (relative to the folder) it writes; the function of
 #: stage ``name`` is ``covseg.demo.stages.<name>``.
 OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -141,8 +41,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "quantify": ("burden",),
     "teams": ("teams",),
     "evaluate": ("evaluation",),
-    "rank": ("ranking",),
-    "report": ("report.html",),
+    "rank": ("ranking", "figures"),
+    "report": ("report.html", "figures/boxplots.png", "figures/example_case.png"),
 }
 #: Stage names, in order.
 STAGES = tuple(OUTPUTS)
@@ -159,8 +59,6 @@ def run_demo(folder: Path, config: DemoConfig, console: Console | None = None) -
     DemoFolderError
         A folder holding other files, made with other settings, or too little free disk.
     """
-    from covseg.demo import stages
-
     console = console or Console()
     done = check_config(folder, read_state(folder), config)
     start = next((n for n, name in enumerate(STAGES) if name not in done), len(STAGES))
@@ -175,8 +73,3 @@ def run_demo(folder: Path, config: DemoConfig, console: Console | None = None) -
         finished.append(name)
         write_state(folder, config, finished)
     return list(STAGES[start:])
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file written by an earlier stage."""
-    return json.loads(path.read_text())

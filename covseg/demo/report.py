@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from covseg.demo import MODEL_NAME, Run, demo_plan, read_json
+from covseg.demo.config import MODEL_NAME, demo_plan
+from covseg.demo.run import Run, read_json
 
-#: What each simulated team does to the truth (the parameters are those of covseg.teams.TEAMS).
+#: What each simulated team does to the truth (the parameters are those of covseg.demo.teams.TEAMS).
 TEAM_NOTES = {
     "team-over-segmentation": "every lesion grown by 3 mm (a too-low threshold)",
     "team-under-segmentation": "every lesion shrunk by 2 mm (a too-high threshold)",
@@ -100,25 +103,57 @@ def _number(value: Any) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
+#: Burden columns shown in the report: column of burden.csv -> header with its unit.
+BURDEN_COLUMNS = {
+    "case": "case",
+    "source": "source",
+    "lesion_ml": "lesion (mL)",
+    "lung_ml": "lungs (mL)",
+    "involvement_pct": "involvement (%)",
+    "lesion_count": "lesions",
+}
+#: The figures of ``report.html``, in order: file under ``figures/`` -> caption.
+FIGURES = {
+    "blob.png": (
+        "Bootstrap ranks (test-then-rank, 1,000 samples of the test cases): each algorithm's "
+        "rank in every sample, per task; dot area = share of samples at that rank, cross = "
+        "median, line = 95% interval."
+    ),
+    "boxplots.png": "Per-case Dice, NSD and NAVE of every algorithm, seen and unseen cases apart.",
+    "podium_dice_seen.png": (
+        "Podium of Dice on the seen cases: each case's value at the place the algorithm took "
+        "on it; below, how often each algorithm took each place."
+    ),
+    "podium_dice_unseen.png": "Podium of Dice on the unseen cases.",
+    "example_case.png": (
+        "An example test case: every algorithm's lesion outline and the reference (dashed) on "
+        "one axial and one coronal slice through the largest lesion."
+    ),
+}
+
+
 def write_report(run: Run) -> Path:
-    """Write ``report.html``: a self-contained page linking the full ranking report."""
+    """Write ``report.html``: one self-contained page (figures inlined), to open or mail."""
     folder = run.folder
     _, overrides = demo_plan(run.config)
     board = leaderboard(folder)
     burden = pd.read_csv(folder / "burden" / "burden.csv")
+    example = example_case_id(folder)
+    ranks = {column: _rank for column in CONSENSUS_METHODS.values()}
     sections = [
         "<h1>covseg demo: a COVID-19-20-style challenge on synthetic phantoms</h1>",
         f"<p>{_esc(_setting_text(run))}</p>",
         "<h2>Final ranking</h2>",
-        _html_table(board),
+        _html_table(board.rename(columns=_board_header), ranks),
         "<p>Consensus over the six tasks (Dice, NSD, NAVE on seen and unseen cases). rank "
-        "(significance): test-then-rank, the challenge's method (one-sided Wilcoxon, Holm), which "
-        "needs about a dozen cases per task before any difference is significant; rank (mean): "
-        "aggregate-then-rank on the means.</p>",
+        "(significance): test-then-rank, the challenge's method (one-sided Wilcoxon at 5 %, "
+        "Holm's adjustment): an algorithm's rank in a task is one plus the number of algorithms "
+        "significantly better than it; rank (mean): aggregate-then-rank on the means.</p>",
         "<p>Full statistical ranking (three methods, significance maps, bootstrap stability): "
         '<a href="ranking/report.html">ranking/report.html</a>.</p>',
+        *(_figure(folder / "figures" / name, caption) for name, caption in FIGURES.items()),
         "<h2>Simulated teams</h2><p>Each team's predictions are the test truth perturbed in one "
-        "documented way (covseg.teams); they are not trained models.</p><ul>",
+        "documented way (covseg.demo.teams); they are not trained models.</p><ul>",
         *(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>" for name, note in _teams().items()),
         "</ul>",
         "<h2>The trained model</h2><p>The <code>baseline</code> preset, scaled down through its "
@@ -126,21 +161,59 @@ def write_report(run: Run) -> Path:
         *(f"<li><code>{_esc(o)}</code></li>" for o in overrides),
         "</ul>",
         "<h2>Lesion burden of the test cases (from the model's masks)</h2>",
-        _html_table(
-            burden[["case", "source", "lesion_ml", "lung_ml", "involvement_pct", "lesion_count"]]
+        _html_table(burden[list(BURDEN_COLUMNS)].rename(columns=BURDEN_COLUMNS)),
+        _figure(
+            folder / "burden" / f"{example}.png",
+            f"Lesion burden overlay of {example}: lung and lesion outlines from the model's mask "
+            "(all overlays: burden/<case>.png).",
         ),
-        "<p>Overlays: <code>burden/&lt;case&gt;.png</code>. Dataset fingerprint: "
-        '<a href="fingerprint/fingerprint.png">fingerprint/fingerprint.png</a>.</p>',
+        "<h2>The dataset</h2>",
+        _figure(
+            folder / "fingerprint" / "fingerprint.png",
+            "Dataset fingerprint per source (the paper's Figure 3): spacing, size, lesion volume "
+            "and HU histograms.",
+        ),
     ]
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>covseg demo</title>'
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}</style>"
+        "<style>body{font-family:sans-serif;max-width:64em;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "td{text-align:right}figure{margin:1.5em 0}img{max-width:100%}"
+        "figcaption{font-size:90%;color:#444}</style>"
         "</head><body>" + "\n".join(sections) + "</body></html>\n"
     )
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def example_case_id(folder: Path) -> str:
+    """The test case the report shows: the one with the largest reference lesion volume."""
+    from covseg.io import read_volume
+
+    burden = pd.read_csv(folder / "burden" / "burden.csv")
+    truth = folder / "data" / "Test"
+    volumes = {}
+    for case in burden["case"]:
+        mask = read_volume(truth / f"{case}_seg.nii.gz")
+        volumes[str(case)] = float((mask.array != 0).sum() * np.prod(mask.spacing))
+    return max(volumes, key=lambda c: volumes[c])
+
+
+def _board_header(column: str) -> str:
+    """``dice_seen`` -> ``Dice seen`` (mean over the subset's cases)."""
+    metric, _, subset = column.partition("_")
+    label = {"dice": "Dice", "nsd": "NSD", "nave": "NAVE"}.get(metric)
+    return f"{label} {subset}" if label and subset else column
+
+
+def _figure(path: Path, caption: str) -> str:
+    """An ``<img>`` with the PNG inlined as base64, so that the page stands alone."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_esc(caption)}</figcaption></figure>"
+    )
 
 
 def _setting_text(run: Run) -> str:
@@ -154,25 +227,50 @@ def _setting_text(run: Run) -> str:
 
 
 def _teams() -> dict[str, str]:
-    from covseg.teams import TEAMS
+    from covseg.demo.teams import TEAMS
 
-    return {name: TEAM_NOTES.get(name, "see covseg.teams") for name in TEAMS}
+    return {name: TEAM_NOTES.get(name, "see covseg.demo.teams") for name in TEAMS}
 
 
 def _esc(text: str) -> str:
     return html.escape(str(text))
 
 
-def _html_table(frame: pd.DataFrame) -> str:
+def _html_table(frame: pd.DataFrame, formats: dict[str, Any] | None = None) -> str:
+    """An HTML table; numbers as :func:`human` writes them unless ``formats`` names a column."""
+    formats = formats or {}
     head = "".join(f"<th>{_esc(c)}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(_format(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{_esc(formats.get(c, human)(v))}</td>"
+            for c, v in zip(frame.columns, row, strict=True)
+        )
+        + "</tr>"
         for row in frame.itertuples(index=False)
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return "-" if pd.isna(value) else f"{value:.3g}"
-    return str(value)
+def human(value: Any, digits: int = 3) -> str:
+    """A number as a person writes it: ``4,100``, ``12.3``, ``0.853``; ``-`` when missing.
+
+    Whole numbers print whole with thousands separators; values of 100 and more are rounded
+    to a whole number; smaller ones keep ``digits`` significant digits. Never scientific
+    notation. Other values print as they are.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return str(value)
+    number = float(value)
+    if not np.isfinite(number):
+        return str(number)
+    if number.is_integer() or abs(number) >= 10 ** (digits - 1):
+        return f"{number:,.0f}"
+    decimals = digits - 1 - int(np.floor(np.log10(abs(number))))
+    return f"{number:,.{decimals}f}"
+
+
+def _rank(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{float(value):g}"

@@ -10,7 +10,8 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from covseg.demo import MODEL_NAME, Run, demo_plan
+from covseg.demo.config import MODEL_NAME, demo_plan
+from covseg.demo.run import Run
 
 
 @contextmanager
@@ -135,11 +136,11 @@ def quantify(run: Run) -> None:
 
 
 def teams(run: Run) -> None:
-    """Simulated teams' predictions: the truth perturbed as :mod:`covseg.teams` documents."""
+    """Simulated teams' predictions: the truth perturbed as :mod:`covseg.demo.teams` documents."""
     import numpy as np
 
+    from covseg.demo.teams import TEAMS
     from covseg.io import read_volume, write_mask
-    from covseg.teams import TEAMS
 
     cases = run.test_cases()
     with _bar(run, "simulated teams", len(cases) * len(TEAMS)) as advance:
@@ -160,7 +161,7 @@ def teams(run: Run) -> None:
 
 def algorithms(run: Run) -> dict[str, Path]:
     """Prediction folder of every algorithm: the trained model, then the simulated teams."""
-    from covseg.teams import TEAMS
+    from covseg.demo.teams import TEAMS
 
     return {MODEL_NAME: run.folder / "predictions"} | {
         name: run.folder / "teams" / name for name in TEAMS
@@ -180,9 +181,11 @@ def evaluate(run: Run) -> None:
 
 
 def rank(run: Run) -> None:
-    """challengeR's three ranking methods on the six tasks, consensus, bootstrap, report."""
+    """challengeR's three ranking methods on the six tasks, consensus, bootstrap, report; the
+    blob plot and Dice podiums for the demo's report."""
     import pandas as pd
 
+    from covseg.demo.figures import blob_plot, podium, save
     from covseg.ranking import run_ranking, table_from_evaluations
     from covseg.ranking.report import write_outputs
 
@@ -200,12 +203,39 @@ def rank(run: Run) -> None:
         progress=True,
     )
     write_outputs(result, run.folder / "ranking")
+    out = run.folder / "figures"
+    save(blob_plot(result), out / "blob.png")
+    for task in ("dice_seen", "dice_unseen"):
+        if any(t.name == task for t in result.tasks):
+            save(podium(result, task), out / f"podium_{task}.png")
 
 
 def report(run: Run) -> None:
-    """The demo's own ``report.html``: settings, teams, Table 2, ranking, burden."""
-    from covseg.demo.report import write_report
+    """The demo's own ``report.html``: settings, ranking and its figures, teams, burden."""
+    import numpy as np
+    import pandas as pd
 
-    with _bar(run, "report", 1) as advance:
+    from covseg.demo.figures import example_case, save, subset_boxplots
+    from covseg.demo.report import example_case_id, leaderboard, write_report
+    from covseg.io import read_volume
+
+    with _bar(run, "report", 3) as advance:
+        order = list(leaderboard(run.folder)["algorithm"])
+        metrics = {
+            name: pd.read_csv(run.folder / "evaluation" / name / "metrics.csv") for name in order
+        }
+        out = run.folder / "figures"
+        save(subset_boxplots(metrics, order), out / "boxplots.png")
+        advance()
+        case = example_case_id(run.folder)
+        ct = read_volume(run.data / "Test" / f"{case}_ct.nii.gz")
+        truth = np.asarray(read_volume(run.data / "Test" / f"{case}_seg.nii.gz").array)
+        folders = algorithms(run)
+        masks = {
+            name: np.asarray(read_volume(folders[name] / f"{case}.nii.gz").array) for name in order
+        }
+        title = f"{case}: every algorithm's outline (dashed: reference)"
+        save(example_case(ct, truth, masks, title), out / "example_case.png")
+        advance()
         write_report(run)
         advance()
