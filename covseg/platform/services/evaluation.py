@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from covseg.metrics.batch import METRICS as CSV_METRICS
+from covseg.metrics.registry import METRICS as CSV_METRICS
 from covseg.platform.config import Settings
 from covseg.platform.models import (
     IN_PROGRESS,
