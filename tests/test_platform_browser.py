@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_platform_support import PASSWORD, LiveServer, Platform, build_platform, good_zip
-
-from covseg.platform.services import challenges, evaluation, submissions
+from test_platform_support import (
+    PASSWORD,
+    LiveServer,
+    Platform,
+    build_platform,
+    good_zip,
+    scored,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -39,20 +43,6 @@ def live(tmp_path: Path) -> Iterator[tuple[Platform, LiveServer]]:
     server = LiveServer(platform)
     yield platform, server
     server.close()
-
-
-def _scored(p: Platform, email: str, phase: str, shift: int) -> None:
-    with p.db() as db, db.begin():
-        ch = challenges.get_challenge(db, p.slug)
-        sub = submissions.create_submission(
-            db,
-            p.settings,
-            p.user(db, email),
-            challenges.get_phase(db, ch, phase),
-            io.BytesIO(good_zip(shift)),
-            "m.zip",
-        )
-    evaluation.evaluate_submission(p.factory, p.settings, sub.id)
 
 
 def test_register_approve_download_submit_rank(
@@ -118,8 +108,8 @@ def test_register_approve_download_submit_rank(
 
         # Two teams reach the test phase; the organizer publishes the board and the ranking.
         for shift, email in enumerate(("alice@example.org", "bob@example.org")):
-            _scored(platform, email, "validation", shift)
-            _scored(platform, email, "test", shift)
+            scored(platform, email, "validation", shift)
+            scored(platform, email, "test", shift)
         org.goto(f"{url}/challenges/tiny/admin")
         org.click("#board-test")
         org.fill("input[name=bootstrap]", "20")

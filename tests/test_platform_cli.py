@@ -16,12 +16,12 @@ from test_platform_support import (
     Platform,
     build_platform,
     good_zip,
+    scored,
     write_truth,
 )
 from typer.testing import CliRunner
 
 from covseg.cli import app
-from covseg.platform.services import challenges, evaluation, submissions
 
 runner = CliRunner()
 
@@ -60,17 +60,7 @@ def test_challenge_create_from_yaml(tmp_path: Path) -> None:
 def _score_both_teams(p: Platform) -> None:
     for phase in ("validation", "test"):
         for shift, email in enumerate(("alice@example.org", "bob@example.org")):
-            with p.db() as db, db.begin():
-                ch = challenges.get_challenge(db, p.slug)
-                sub = submissions.create_submission(
-                    db,
-                    p.settings,
-                    p.user(db, email),
-                    challenges.get_phase(db, ch, phase),
-                    io.BytesIO(good_zip(shift)),
-                    "m.zip",
-                )
-            evaluation.evaluate_submission(p.factory, p.settings, sub.id)
+            scored(p, email, phase, shift)
 
 
 @pytest.fixture

@@ -39,11 +39,11 @@ from test_platform_support import (
     build_platform,
     good_zip,
     platform_on,
+    scored,
 )
 
 from covseg.platform.app import create_app
 from covseg.platform.models import CaseResult, Submission, SubmissionStatus, Team, User
-from covseg.platform.services import challenges, evaluation, submissions
 from covseg.platform.tasks import make_queue
 
 SLUG = "tiny"
@@ -89,25 +89,6 @@ def page_client(p: Platform, client: TestClient, email: str) -> tuple[TestClient
     form = {"email": email, "password": PASSWORD, "csrf_token": token}
     assert browser.post("/login", data=form, follow_redirects=False).status_code == 303
     return browser, csrf_of(browser.get(f"/challenges/{SLUG}").text)
-
-
-def scored(p: Platform, email: str, phase: str, shift: int = 0) -> int:
-    """Submit a good zip for ``email``'s team and evaluate it inline; returns its id."""
-    with p.db() as db, db.begin():
-        ch = challenges.get_challenge(db, p.slug)
-        sub = submissions.create_submission(
-            db,
-            p.settings,
-            p.user(db, email),
-            challenges.get_phase(db, ch, phase),
-            io.BytesIO(good_zip(shift)),
-            "masks.zip",
-        )
-    evaluation.evaluate_submission(p.factory, p.settings, sub.id)
-    with p.db() as db:
-        done = db.get(Submission, sub.id)
-        assert done is not None and done.status is SubmissionStatus.succeeded, done
-    return sub.id
 
 
 #: Scores no page, timestamp or id can produce by chance (checked after removing timestamps).

@@ -27,11 +27,13 @@ import nibabel as nib
 import numpy as np
 import psutil
 import pytest
+import test_platform_support as support
 from sqlalchemy import update
 from test_platform_support import (
     CASES,
     Platform,
     build_platform,
+    evaluate,
     good_zip,
     make_zip,
     nifti_bytes,
@@ -39,7 +41,7 @@ from test_platform_support import (
 )
 
 from covseg.platform.models import Submission, SubmissionStatus, utcnow
-from covseg.platform.services import challenges, evaluation, submissions
+from covseg.platform.services import evaluation
 from covseg.platform.services.errors import Invalid
 from covseg.platform.services.uploads import Reference, unpack
 from covseg.platform.tasks import make_queue
@@ -56,23 +58,8 @@ def platform(tmp_path: Path) -> Platform:
 
 
 def submit(p: Platform, data: bytes, email: str = "alice@example.org") -> int:
-    """Upload ``data`` to the validation phase; returns the submission id."""
-    with p.db() as db, db.begin():
-        phase = challenges.get_phase(db, challenges.get_challenge(db, p.slug), "validation")
-        sub = submissions.create_submission(
-            db, p.settings, p.user(db, email), phase, io.BytesIO(data), "masks.zip"
-        )
-        return sub.id
-
-
-def evaluate(p: Platform, sub_id: int) -> Submission:
-    """Evaluate inline (raising whatever the evaluation raises) and reload the submission."""
-    evaluation.evaluate_submission(p.factory, p.settings, sub_id)
-    with p.db() as db:
-        sub = db.get(Submission, sub_id)
-        assert sub is not None
-        sub.results  # noqa: B018  (load before the session closes)
-        return sub
+    """Upload ``data`` as ``email``'s team into the validation phase."""
+    return support.submit(p, email, data)
 
 
 def case_files(**override: bytes) -> dict[str, bytes]:

@@ -19,10 +19,12 @@ from test_platform_support import (
     PASSWORD,
     Platform,
     build_platform,
+    evaluate,
     good_zip,
     make_zip,
     nifti_bytes,
     platform_on,
+    submit,
     truth_mask,
 )
 
@@ -51,31 +53,6 @@ from covseg.platform.services.errors import (
 def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Platform:
     """A fresh platform on SQLite (and on PostgreSQL where one runs)."""
     return platform_on(request.param, tmp_path)
-
-
-def submit(p: Platform, email: str, data: bytes, phase: str = "validation") -> int:
-    """Upload ``data`` as ``email``'s team; returns the submission id."""
-    with p.db() as db, db.begin():
-        ch = challenges.get_challenge(db, p.slug)
-        sub = submissions.create_submission(
-            db,
-            p.settings,
-            p.user(db, email),
-            challenges.get_phase(db, ch, phase),
-            io.BytesIO(data),
-            "masks.zip",
-        )
-        return sub.id
-
-
-def evaluate(p: Platform, sub_id: int) -> Submission:
-    """Run the evaluation inline and reload the submission."""
-    evaluation.evaluate_submission(p.factory, p.settings, sub_id)
-    with p.db() as db:
-        sub = db.get(Submission, sub_id)
-        assert sub is not None
-        sub.results  # noqa: B018  (load before the session closes)
-        return sub
 
 
 def test_migration_matches_models(platform: Platform) -> None:

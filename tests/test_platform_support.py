@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from covseg.platform import security
 from covseg.platform.config import Settings
 from covseg.platform.db import make_engine, session_factory, upgrade
-from covseg.platform.models import User, utcnow
-from covseg.platform.services import accounts, challenges, participants
+from covseg.platform.models import Submission, User, utcnow
+from covseg.platform.services import accounts, challenges, evaluation, participants, submissions
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 SHAPE = (16, 16, 4)
@@ -150,6 +150,40 @@ def build_platform(root: Path, url: str | None = None, **validation: object) -> 
                 participants.decide_registration(db, org, challenge, reg.id, approve=True)
                 participants.create_team(db, user, challenge, f"team-{name}")
     return Platform(settings, factory, "tiny")
+
+
+def submit(
+    p: Platform, email: str, data: bytes, phase: str = "validation", filename: str = "masks.zip"
+) -> int:
+    """Upload ``data`` as ``email``'s team into ``phase``; returns the submission id."""
+    with p.db() as db, db.begin():
+        ch = challenges.get_challenge(db, p.slug)
+        sub = submissions.create_submission(
+            db,
+            p.settings,
+            p.user(db, email),
+            challenges.get_phase(db, ch, phase),
+            io.BytesIO(data),
+            filename,
+        )
+        return sub.id
+
+
+def evaluate(p: Platform, sub_id: int) -> Submission:
+    """Evaluate inline (raising whatever the evaluation raises) and reload the submission."""
+    evaluation.evaluate_submission(p.factory, p.settings, sub_id)
+    with p.db() as db:
+        sub = db.get(Submission, sub_id)
+        assert sub is not None
+        sub.results  # noqa: B018  (load before the session closes)
+        return sub
+
+
+def scored(p: Platform, email: str, phase: str, shift: int = 0) -> int:
+    """Submit a good zip for ``email``'s team and evaluate it inline; returns its id."""
+    sub_id = submit(p, email, good_zip(shift), phase)
+    evaluation.evaluate_submission(p.factory, p.settings, sub_id)
+    return sub_id
 
 
 class LiveServer:
