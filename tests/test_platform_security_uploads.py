@@ -7,6 +7,7 @@ paths in messages, and a worker left running after its server stopped.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import signal
@@ -14,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import zipfile
@@ -41,6 +43,7 @@ from test_platform_support import (
 )
 
 from covseg.platform.models import Submission, SubmissionStatus, utcnow
+from covseg.platform.sandbox import thread_sandbox
 from covseg.platform.services import evaluation
 from covseg.platform.services.errors import Invalid
 from covseg.platform.services.uploads import Reference, unpack
@@ -221,11 +224,12 @@ def scoring_children() -> list[psutil.Process]:
 
 
 def test_scoring_over_the_time_limit_is_stopped(platform: Platform) -> None:
+    others = {p.pid for p in scoring_children()}  # other threads' children, if any are alive
     platform.settings.eval_timeout_s = 0.0
     sub = evaluate(platform, submit(platform, good_zip()))
     assert sub.status is SubmissionStatus.failed and sub.attempts == 1
     assert sub.message.startswith("the evaluation took longer than the limit of 0 s")
-    assert scoring_children() == []
+    assert [p for p in scoring_children() if p.pid not in others] == []
     platform.settings.eval_timeout_s = 600
     assert_slot_still_free(platform)
 
@@ -520,11 +524,32 @@ def test_a_stopping_worker_hands_its_evaluation_back(platform: Platform) -> None
 
 def test_one_scoring_process_serves_consecutive_submissions(platform: Platform) -> None:
     """Starting Python + scipy costs more than a small submission: the child is reused."""
+    others = {p.pid for p in scoring_children()} - {thread_sandbox().pid}
     evaluate(platform, submit(platform, good_zip()))
-    first = [p.pid for p in scoring_children()]
+    first = [p.pid for p in scoring_children() if p.pid not in others]
     assert len(first) == 1
     evaluate(platform, submit(platform, good_zip(), "bob@example.org"))
-    assert [p.pid for p in scoring_children()] == first
+    assert [p.pid for p in scoring_children() if p.pid not in others] == first
+
+
+def test_a_thread_that_ends_takes_its_scoring_process_with_it() -> None:
+    """Worker threads come and go: an ended thread's scoring child must not live on."""
+    started: list[int | None] = []
+
+    def work() -> None:
+        sandbox = thread_sandbox()
+        sandbox._start()  # what the first job does
+        started.append(sandbox.pid)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert started and started[0] is not None
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(started[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(started[0])
 
 
 def test_the_server_judges_headers_without_importing_the_scorer() -> None:

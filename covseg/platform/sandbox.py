@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -70,6 +71,19 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a scoring child and whatever it started (its own session), then reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
 class Sandbox:
     """A scoring child process, started on first use and replaced after a kill or a crash."""
 
@@ -77,6 +91,12 @@ class Sandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lines: queue.Queue[bytes | None] = queue.Queue()
         self._stderr: IO[bytes] | None = None
+        self._reaper: weakref.finalize[Any, Any] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or None before the first job and after a kill."""
+        return None if self._proc is None else self._proc.pid
 
     def _start(self) -> None:
         self._stderr = tempfile.TemporaryFile()
@@ -99,6 +119,8 @@ class Sandbox:
 
         threading.Thread(target=read, daemon=True).start()
         self._proc, self._lines = proc, lines
+        # A worker thread that ends drops its sandbox without closing it: kill the child then.
+        self._reaper = weakref.finalize(self, _kill_group, proc)
         first = self._get(START_TIMEOUT_S)
         if first is None or "ready" not in json.loads(first):
             tail = self._stderr_tail()
@@ -122,16 +144,11 @@ class Sandbox:
     def close(self) -> None:
         """Kill the child and whatever it started (its own session), then reap it."""
         proc, self._proc = self._proc, None
+        if self._reaper is not None:
+            self._reaper.detach()
+            self._reaper = None
         if proc is not None:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
+            _kill_group(proc)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
