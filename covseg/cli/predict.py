@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from covseg.cli._app import app, fail
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
     from covseg.io import Volume
     from covseg.model.batch import PredictJob
     from covseg.model.predict import Segmentation
+    from covseg.model.slices2d.volume import VolumeSegmentation
 
 
 @app.command()
@@ -59,7 +62,7 @@ def predict(
             import torch
 
             torch.set_num_threads(threads)
-        _predict_slices_2d(list(inputs), model, output, progress, dicom_seg, series)
+        _predict_slices_2d(list(inputs), model, output, progress, dicom_seg, series, burden)
         return
     try:
         found = find_inputs(list(inputs))
@@ -98,14 +101,19 @@ def run_job_with_burden(job: PredictJob) -> tuple[str, str | None]:
 
 
 def _write_burden(job: PredictJob, ct: Volume, result: Segmentation) -> None:
+    write_burden(ct, result.mask.array, result.lung, job.out_dir / "burden" / f"{job.case_id}.json")
+
+
+def write_burden(ct: Volume, lesion: NDArray[Any], lung: Volume | None, path: Path) -> Path:
+    """``covseg quantify``'s report of ``ct`` and its lesion mask, as JSON at ``path``."""
     import json
 
     from covseg.quantify import quantify
 
-    report = quantify(ct, result.mask.array, result.lung)
-    path = job.out_dir / "burden" / f"{job.case_id}.json"
+    report = quantify(ct, lesion, lung)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=float))
+    return path
 
 
 def _predict_slices_2d(
@@ -115,6 +123,7 @@ def _predict_slices_2d(
     progress: bool,
     dicom_seg: bool,
     series: str | None,
+    burden: bool,
 ) -> None:
     """A slices-2d model: the 2D slices in one go, then each CT volume; a bad volume is one
     error line and the others go on (exit code 1 at the end)."""
@@ -132,10 +141,17 @@ def _predict_slices_2d(
         ensemble = load_ensemble(model) if found.volumes else None
     except ValueError as exc:
         raise fail(str(exc)) from None
+
+    def hook(case_id: str, ct: Volume, result: VolumeSegmentation) -> Path:
+        path = output / "burden" / f"{case_id}.json"
+        return write_burden(ct, result.lesion.array, result.lung, path)
+
     for case in found.volumes:
         assert ensemble is not None
         try:
-            written = predict_volume_case(case, ensemble, output, dicom_seg)
+            written = predict_volume_case(
+                case, ensemble, output, dicom_seg, hook if burden else None
+            )
         except ValueError as exc:
             failed += 1
             message = str(exc)

@@ -8,7 +8,7 @@ Inputs are sorted by what they hold:
 - CT volumes: NIfTI/NRRD/MHA files and folders holding a DICOM series of several slices; each
   is segmented by :func:`~covseg.model.slices2d.volume.segment_volume` and written as
   ``OUT/<case>.nii.gz`` (``OUT/<case>_classes.nii.gz`` with a class model) on the CT's grid,
-  ``OUT/burden/<case>.json`` (:func:`covseg.quantify.quantify`), and for a DICOM series on
+  ``OUT/burden/<case>.json`` (written by the CLI's hook), and for a DICOM series on
   request DICOM SEG objects (``OUT/<case>_seg.dcm``, ``OUT/<case>_classes_seg.dcm``).
 
 A folder holding several DICOM series of several slices needs ``series`` (its UID); folders
@@ -17,7 +17,7 @@ without image files are searched one level down (a folder of series folders).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +123,12 @@ def predict_volume_case(
     ensemble: Ensemble,
     out_dir: Path,
     dicom_seg: bool = False,
-    burden: bool = True,
+    then: Callable[[str, Volume, VolumeSegmentation], Path] | None = None,
 ) -> list[Path]:
     """Segment one CT volume and write its outputs; returns the files written.
+
+    ``then(case_id, ct, result)``, if given, writes one more file from the scan and its
+    segmentation (the CLI's lesion burden: a higher layer than this one) and returns its path.
 
     Raises
     ------
@@ -141,14 +144,8 @@ def predict_volume_case(
         written.append(
             write_mask(result.classes.array, ct, out_dir / f"{case.case_id}_classes.nii.gz")
         )
-    if burden:
-        from covseg.quantify import quantify
-
-        report = quantify(ct, result.lesion.array, result.lung)
-        path = out_dir / "burden" / f"{case.case_id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, default=float))
-        written.append(path)
+    if then is not None:
+        written.append(then(case.case_id, ct, result))
     if dicom_seg and case.path.is_dir():
         written += _write_dicom_segs(case, result, out_dir)
     return written
