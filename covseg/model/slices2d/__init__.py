@@ -11,7 +11,8 @@ Modules, one job each: ``data`` (read slices, masks, class maps; the HU window),
 (the plan's ``training`` section, typed), ``net`` (network, outputs, loss), ``augment``,
 ``fit`` (train one network within a deadline), ``predict`` (ensemble inference), ``cv`` (the
 folds, side by side), ``budget`` (fit and hold ``training.max_minutes``), ``evaluate``
-(per-slice Dice, post-processing, classes) and ``report`` (CV report and probability files).
+(per-slice Dice, post-processing, classes), ``report`` (CV report and probability files) and
+``semi`` (semi-supervised: teacher -> pseudo-labels -> student, ``covseg train --unlabelled``).
 
 Model folder layout::
 
