@@ -220,6 +220,8 @@ def test_bad_semi_settings_and_folders_are_named(tmp_path: Path) -> None:
         app, [*base, "--unlabelled", str(data), "--set", "pseudo_labels.per_batch=0"]
     )
     assert result.exit_code != 0 and "pseudo_labels.per_batch" in result.output
+    result = runner.invoke(app, [*base, "--unlabelled", str(data), "--resume"])
+    assert result.exit_code != 0 and "--resume: not with --unlabelled or --extra" in result.output
     assert "Traceback" not in result.output
 
 
@@ -267,3 +269,16 @@ def test_the_one_command_writes_a_model_that_predict_uses(tmp_path: Path) -> Non
     )
     assert result.exit_code == 0, result.output
     assert "of 4 slices pseudo-labelled" in result.output
+
+
+def test_augment_keeps_soft_targets_soft_unless_hard() -> None:
+    """The same draws warp image and target alike; ``hard=False`` skips only the > 0.5."""
+    from covseg.model.slices2d.augment import augment
+
+    plan = _tiny_plan()
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.full((2, 1, 32, 32), 0.7)
+    xs, soft = augment(x, y, plan["augmentation"], torch.Generator().manual_seed(5), hard=False)
+    xh, hard = augment(x, y, plan["augmentation"], torch.Generator().manual_seed(5))
+    assert torch.equal(xs, xh) and torch.equal(hard, (soft > 0.5).float())
+    assert ((soft > 0) & (soft < 1)).any() and soft.max() <= 0.7 + 1e-6
