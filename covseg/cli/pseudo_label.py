@@ -24,7 +24,8 @@ def pseudo_label(
 ) -> None:
     """Segment unlabelled scans and keep the confident ones as OUT/<case>_ct.nii.gz +
     <case>_seg.nii.gz (COVID-19-20 layout) with OUT/confidence.json; then train on labelled plus
-    pseudo-labelled scans with `covseg train DATA -o MODEL2 --extra OUT`.
+    pseudo-labelled scans with `covseg train DATA -o MODEL2 --extra OUT`. With a slices-2d model,
+    UNLABELLED is a folder of slices and OUT gets images/ + lesion/ (+ soft/) PNGs.
 
     Example: covseg pseudo-label unlabelled/ -m models/baseline -o pseudo
     """
@@ -38,6 +39,16 @@ def pseudo_label(
 
     if not 0.5 <= min_confidence <= 1.0:
         raise fail(f"--min-confidence {min_confidence}: choose a value in 0.5..1")
+    if _is_slices_2d(model):
+        from covseg.model.slices2d.semi import pseudo_label_folder
+
+        try:
+            records = pseudo_label_folder(unlabelled, model, output, min_confidence, progress)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        kept = sum(r["kept"] for r in records)
+        typer.echo(f"{kept} of {len(records)} slices pseudo-labelled into {output}")
+        return
     try:
         plan = read_plan(model)
         nets = load_models(model, plan)
@@ -55,3 +66,14 @@ def pseudo_label(
     (output / "confidence.json").write_text(json.dumps(records, indent=2))
     kept = sum(r.kept for r in results)
     typer.echo(f"{kept} of {len(results)} scans pseudo-labelled into {output}")
+
+
+def _is_slices_2d(model: Path) -> bool:
+    """Whether ``model`` is a slices-2d model folder (its plan says ``dimensions: 2``)."""
+    import yaml
+
+    path = model / "plan.yaml"
+    if not path.is_file():
+        return False
+    plan = yaml.safe_load(path.read_text())
+    return isinstance(plan, dict) and plan.get("dimensions") == 2

@@ -35,6 +35,11 @@ def train(
     extra: list[Path] = typer.Option(
         [], help="Extra training-only cases, e.g. a `covseg pseudo-label` folder (repeatable)."
     ),
+    unlabelled: Path | None = typer.Option(
+        None,
+        help="slices-2d: a folder of unlabelled slices (PNG/JPG/DICOM); runs teacher -> "
+        "pseudo-labels -> student in each fold within --max-minutes (default 30).",
+    ),
     resume: bool = typer.Option(
         False,
         help="Continue from each fold's last.pt: the epochs, the learning-rate schedule and the "
@@ -70,6 +75,10 @@ def train(
         overrides.append(f"training.epochs={epochs}")
     if max_minutes is not None:
         overrides.append(f"training.max_minutes={max_minutes}")
+    elif unlabelled is not None:
+        from covseg.model.slices2d.semi import DEFAULT_MINUTES
+
+        overrides.append(f"training.max_minutes={DEFAULT_MINUTES}")
     try:
         if resume and (output / "plan.yaml").is_file():
             plan = apply_overrides(read_plan(output), overrides)
@@ -91,22 +100,20 @@ def train(
     except (PlanError, ValueError) as exc:
         raise fail(str(exc)) from None
     if slices:
-        from covseg.model.slices2d import train_slices_2d
-
-        try:  # bad slices, masks or plan values: one line naming the file or the value
-            train_slices_2d(
-                data_dir,
-                output,
-                plan,
-                None if fold == "all" else folds,
-                progress=progress,
-                on_message=lambda line: typer.echo(line),
-                resume=resume,
-                cores=threads,
-            )
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+        _train_slices(
+            data_dir,
+            output,
+            plan,
+            None if fold == "all" else folds,
+            extra,
+            unlabelled,
+            resume,
+            threads,
+            progress,
+        )
         return
+    if unlabelled is not None:
+        raise fail("--unlabelled: only with --preset slices-2d (3D: covseg pseudo-label + --extra)")
     try:
         cases = find_cases(data_dir, require_labels=True)
         extra_cases = [c for folder in extra for c in find_cases(folder, require_labels=True)]
@@ -129,6 +136,52 @@ def train(
         dist.teardown()
     if several:
         dist.end_worker()
+
+
+def _train_slices(
+    data_dir: Path,
+    output: Path,
+    plan: dict[str, Any],
+    folds: list[int] | None,
+    extra: list[Path],
+    unlabelled: Path | None,
+    resume: bool,
+    threads: int | None,
+    progress: bool,
+) -> None:
+    """The slices-2d recipe: supervised, with ``--extra`` slice folders, or semi-supervised."""
+    from covseg.model.slices2d import train_slices_2d
+    from covseg.model.slices2d.semi import train_semi, train_with_extra
+
+    def say(line: str) -> None:
+        typer.echo(line)
+
+    try:  # bad slices, masks or plan values: one line naming the file or the value
+        if (unlabelled is not None or extra) and resume:
+            raise ValueError("--resume: not with --unlabelled or --extra")
+        if unlabelled is not None:
+            if extra:
+                raise ValueError("--unlabelled and --extra: choose one")
+            train_semi(
+                data_dir, output, plan, unlabelled, folds, progress, on_message=say, cores=threads
+            )
+        elif extra:
+            train_with_extra(
+                data_dir, output, plan, extra, folds, progress, on_message=say, cores=threads
+            )
+        else:
+            train_slices_2d(
+                data_dir,
+                output,
+                plan,
+                folds,
+                progress=progress,
+                on_message=say,
+                resume=resume,
+                cores=threads,
+            )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def _train_one(

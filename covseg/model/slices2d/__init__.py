@@ -11,7 +11,8 @@ Modules, one job each: ``data`` (read slices, masks, class maps; the HU window),
 (the plan's ``training`` section, typed), ``net`` (network, outputs, loss), ``augment``,
 ``fit`` (train one network within a deadline), ``predict`` (ensemble inference), ``cv`` (the
 folds, side by side), ``budget`` (fit and hold ``training.max_minutes``), ``evaluate``
-(per-slice Dice, post-processing, classes) and ``report`` (CV report and probability files).
+(per-slice Dice, post-processing, classes), ``report`` (CV report and probability files) and
+``semi`` (semi-supervised: teacher -> pseudo-labels -> student, ``covseg train --unlabelled``).
 
 Model folder layout::
 
@@ -75,6 +76,7 @@ def train_slices_2d(
     on_message: Report | None = None,
     resume: bool = False,
     cores: int | None = None,
+    runner: Callable[..., Any] = cross_validate,
 ) -> dict[str, Any]:
     """Cross-validate the slices-2d recipe on ``data_dir`` and write the fold models.
 
@@ -98,6 +100,9 @@ def train_slices_2d(
         iterations); train only the missing ones. The time budget counts this run.
     cores
         CPU cores to use (default: all of this machine's).
+    runner
+        The cross-validation (:func:`~covseg.model.slices2d.cv.cross_validate`'s arguments and
+        result); the semi-supervised recipe passes its own (:mod:`covseg.model.slices2d.semi`).
 
     Returns
     -------
@@ -129,9 +134,7 @@ def train_slices_2d(
         end=_end(start, plan),
         predict_seconds=_predict_seconds(plan, n_slices, len(wanted), step, cores),
     )
-    ids, truths, results = cross_validate(
-        data_dir, plan, folds, options, on_message=say, cores=cores
-    )
+    ids, truths, results = runner(data_dir, plan, folds, options, on_message=say, cores=cores)
     report = cv_report(ids, truths, results, plan)
     threshold = plan["inference"]["threshold"]
     per_class = class_report(data_dir, truths, results, report["min_area_fraction"], threshold)

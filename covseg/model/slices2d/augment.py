@@ -72,18 +72,24 @@ def intensity(x: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator) -> tor
 
 
 def augment(
-    x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: dict[str, Any],
+    gen: torch.Generator,
+    hard: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch of images ``x`` (B, 1, S, S) and masks ``y`` (B, C, S, S) together.
 
     ``cfg["probability"]`` (default 1) is the share of the samples augmented; the others pass
     unchanged, so the network also sees the slices as they are (nnU-Net draws each transform
-    with a probability for the same reason).
+    with a probability for the same reason). ``hard=False`` keeps the warped targets as they
+    are interpolated (soft pseudo-labels stay soft; hard ones get soft edges), else > 0.5.
     """
     grid = spatial_grid(x.shape[0], x.shape[-1], cfg, gen)
     xa = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     ya = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    xa, ya = intensity(xa, cfg, gen), (ya > 0.5).float()
+    xa = intensity(xa, cfg, gen)
+    ya = (ya > 0.5).float() if hard else ya
     probability = float(cfg.get("probability", 1.0))
     if probability >= 1.0:
         return xa, ya

@@ -20,7 +20,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from covseg.model.slices2d.predict import inference_sizes, predict_maps, predict
 from covseg.model.slices2d.settings import Training, resolve_classes
 
 Report = Callable[[str], None]
+#: Trains one fold: :func:`run_fold`'s arguments and result.
+FoldWorker = Callable[..., "FoldResult"]
 
 
 @dataclass
@@ -71,14 +73,16 @@ class FoldResult:
 @dataclass(frozen=True)
 class CVData:
     """What every fold reads: the plan, the fold of each slice, the resized slices and targets
-    (``images``, ``masks``), the slices as read (``originals``) and the unlabelled slices."""
+    (``images``, ``masks``), the slices as read (``originals``) and the unlabelled slices
+    (N, 1, S, S); a custom fold ``worker`` (:func:`cross_validate`) may put its own there, e.g.
+    fixed extra samples ``(images, targets, weights)``."""
 
     plan: dict[str, Any]
     assignment: npt.NDArray[np.int64]
     images: torch.Tensor
     masks: torch.Tensor
     originals: list[npt.NDArray[np.uint8]]
-    unlabelled: torch.Tensor | None = None
+    unlabelled: Any = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,8 @@ def cross_validate(
     *,
     on_message: Report | None = None,
     cores: int | None = None,
+    unlabelled: Any = None,
+    worker: FoldWorker | None = None,
 ) -> tuple[list[str], list[npt.NDArray[np.bool_]], list[FoldResult]]:
     """Run the cross-validation; returns the case ids, the masks and the trained folds.
 
@@ -204,19 +210,27 @@ def cross_validate(
         and each fold's Dice as it finishes.
     cores
         CPU cores to use (default: all).
+    unlabelled
+        When given, replaces the plan's ``pseudo_labels`` slices as ``CVData.unlabelled``
+        (the semi-supervised stage of :mod:`covseg.model.slices2d.semi`).
+    worker
+        Trains one fold (:func:`run_fold`'s arguments and result; default :func:`run_fold`);
+        a module-level function, as folds may run in worker processes.
     """
     options = options or FoldOptions()
     plan, note = resolve_classes(plan, data_dir)
     if note and on_message:
         on_message(note)
     ids, data, truths = load_data(data_dir, plan)
+    if unlabelled is not None:
+        data = replace(data, unlabelled=unlabelled)
     train = Training.of(plan)
     wanted = folds if folds is not None else list(range(train.folds))
     for fold in wanted:
         if not 0 <= fold < train.folds:
             raise ValueError(f"fold {fold} out of range 0..{train.folds - 1}")
     results = []
-    for result, elapsed in run_folds(wanted, data, options, on_message, cores):
+    for result, elapsed in run_folds(wanted, data, options, on_message, cores, worker):
         score = mean_dice(result.probs["final"], [truths[i] for i in result.val_index])
         if on_message:
             on_message(
@@ -234,9 +248,11 @@ def run_folds(
     options: FoldOptions,
     on_message: Report | None,
     cores: int | None = None,
+    worker: FoldWorker | None = None,
 ) -> Iterator[tuple[FoldResult, float]]:
     """Train ``folds`` in waves (worker processes where more than one fold runs at a time), and
-    yield each with its seconds as it finishes; the workers' lines go to ``on_message``."""
+    yield each with its seconds as it finishes; the workers' lines go to ``on_message``.
+    ``worker`` trains a fold (default :func:`run_fold`)."""
     train = Training.of(data.plan)
     processes, threads = budget.fold_processes(len(folds), train.fold_processes, cores)
     schedule = budget.waves(folds, processes, threads)
@@ -245,7 +261,7 @@ def run_folds(
         if cores:
             torch.set_num_threads(threads)
         for wave, (wave_folds, _, _) in enumerate(schedule):  # one fold a wave
-            yield _timed_fold(wave_folds[0], data, options, weights[wave:], on_message)
+            yield _timed_fold(wave_folds[0], data, options, weights[wave:], on_message, worker)
         return
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     lines: Any = context.Queue()
@@ -261,7 +277,7 @@ def run_folds(
             workers, mp_context=context, initializer=_start_worker, initargs=(lines, each)
         ) as pool:
             jobs = [
-                pool.submit(_timed_fold, fold, data, options, weights[first + w :], None)
+                pool.submit(_timed_fold, fold, data, options, weights[first + w :], None, worker)
                 for w, (wave_folds, _, _) in enumerate(group)
                 for fold in wave_folds
             ]
@@ -308,11 +324,12 @@ def _timed_fold(
     options: FoldOptions,
     weights: list[float],
     on_message: Report | None,
+    worker: FoldWorker | None = None,
 ) -> tuple[FoldResult, float]:
     """Run a fold that must end within its wave's share (``weights[0]``) of the time left."""
     start = time.perf_counter()
     end = budget.wave_deadline(time.time(), options.end, weights)
-    result = run_fold(fold, data, options, end, on_message or _WORKER_REPORT)
+    result = (worker or run_fold)(fold, data, options, end, on_message or _WORKER_REPORT)
     return result, time.perf_counter() - start
 
 

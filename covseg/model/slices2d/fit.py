@@ -26,7 +26,6 @@ from covseg.model.slices2d.augment import augment
 from covseg.model.slices2d.net import make_network, normalise, output_channels, training_loss
 from covseg.model.slices2d.settings import Training
 
-CPU = torch.device("cpu")
 #: Iterations between two progress lines (and at most this many seconds).
 LOG_EVERY, LOG_SECONDS = 50, 15.0
 
@@ -70,6 +69,9 @@ def train_network(
     deadline: float = math.inf,
     on_progress: Callable[[str], None] | None = None,
     label: str = "",
+    extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    extra_per_batch: int = 0,
+    extra_augment: bool = False,
 ) -> Trained:
     """Train one network on (N, 1, S, S) ``images`` and (N, C, S, S) ``masks`` (C: 1 or 2).
 
@@ -91,11 +93,24 @@ def train_network(
         iterations or :data:`LOG_SECONDS` seconds, and when the deadline cuts the iterations.
     label
         Prefix of the progress lines (``"fold 2 "``: folds train side by side).
+    extra
+        Extra training-only samples (pseudo-labels): images (M, 1, S, S), targets (M, C, S, S),
+        hard 0/1 or soft probabilities, and sampling weights (M,), e.g. the teacher's confidence
+        (0: never drawn). Each batch adds ``extra_per_batch`` of them, drawn in proportion to
+        their weights from a generator of their own, so the labelled part of every batch is the
+        same as without ``extra`` (paired comparisons).
+    extra_augment
+        Augment the extra samples (``augmentation``) even when ``training.augment`` is off:
+        strong augmentation on the student's pseudo-labelled slices only.
     """
     train = Training.of(plan)
+    device = torch.device(train.device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = make_network(plan["network"], output_channels(masks.shape[1]))
+    draw = None
+    if extra is not None and extra_per_batch > 0 and bool((extra[2] > 0).any()):
+        draw = _ExtraDraw(extra, extra_per_batch, extra_augment, seed)
+    net = make_network(plan["network"], output_channels(masks.shape[1])).to(device)
     if init is not None:
         net.load_state_dict(init)
     schedule = Schedule(iterations or train.iterations)
@@ -108,7 +123,7 @@ def train_network(
     while step < schedule.total:
         for group in opt.param_groups:
             group["lr"] = lr * schedule.factor(step)
-        loss = _train_step(net, opt, images, masks, plan, train, gen)
+        loss = _train_step(net, opt, images, masks, plan, train, gen, draw)
         if ema is not None:
             ema.update_parameters(net)
         running = 0.9 * running + 0.1 * loss if step else loss
@@ -147,6 +162,32 @@ def _ema(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedMo
     )
 
 
+class _ExtraDraw:
+    """Draws a batch's extra samples by weight, from a generator of their own (seed + 7919), so
+    the labelled draws (and augmentations) stay those of a run without them."""
+
+    def __init__(
+        self,
+        extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        per_batch: int,
+        augment: bool,
+        seed: int,
+    ) -> None:
+        self.images, self.targets, self.weights = extra
+        self.per_batch, self.augment = per_batch, augment
+        self.gen = torch.Generator().manual_seed(seed + 7919)
+
+    def add(
+        self, x: torch.Tensor, y: torch.Tensor, plan: dict[str, Any], train: Training
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch ``x``, ``y`` with ``per_batch`` extra samples appended."""
+        pick = torch.multinomial(self.weights, self.per_batch, True, generator=self.gen)
+        xe, ye = self.images[pick], self.targets[pick]
+        if self.augment or train.augment:
+            xe, ye = augment(xe, ye, plan["augmentation"], self.gen, hard=False)
+        return torch.cat([x, xe]), torch.cat([y, ye])
+
+
 def _train_step(
     net: torch.nn.Module,
     opt: torch.optim.Optimizer,
@@ -155,13 +196,19 @@ def _train_step(
     plan: dict[str, Any],
     train: Training,
     gen: torch.Generator,
+    draw: _ExtraDraw | None = None,
 ) -> float:
-    """One optimiser step on a random (augmented) batch; returns its loss."""
+    """One optimiser step on a random (augmented) batch, plus ``draw``'s extra samples;
+    returns its loss."""
     idx = torch.randint(len(images), (train.batch_size,), generator=gen)
     x, y = images[idx], masks[idx]
     if train.augment:
         x, y = augment(x, y, plan["augmentation"], gen)
-    with autocast(CPU, train.bf16):
+    if draw is not None:
+        x, y = draw.add(x, y, plan, train)
+    device = next(net.parameters()).device
+    x, y = x.to(device), y.to(device)
+    with autocast(device, train.bf16):
         logits = net(normalise(x))
     loss = training_loss(logits.float(), y, train.batch_dice, train.loss)
     opt.zero_grad(set_to_none=True)

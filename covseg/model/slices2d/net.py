@@ -54,7 +54,9 @@ class FastDropout(torch.nn.Module):
         if not self.training or self.p == 0.0:
             return x
         n = x.numel()
-        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        words = torch.randint(
+            -(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device
+        )
         keep = words.view(torch.int16)[:n].view(x.shape) >= self._cut
         return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
 

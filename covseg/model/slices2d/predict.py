@@ -145,14 +145,16 @@ def predict_maps(
     if tta:
         flips += [(-1,), (-2,), (-2, -1)]
     out = []
+    weights = next(nets[0].parameters(), None)  # the nets' device (a weightless net: the CPU)
+    device = CPU if weights is None else weights.device
     for start in range(0, len(images), batch):
-        x = normalise(images[start : start + batch])
+        x = normalise(images[start : start + batch]).to(device)
         maps = []
         for net in nets:
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
-                with autocast(CPU, bf16):
-                    logits = net(xi).float()
+                with autocast(device, bf16):
+                    logits = net(xi).float().cpu()
                 maps.append(to_maps(torch.flip(logits, dims) if dims else logits))
         lesion = torch.stack([m[:, :1] for m in maps]).mean(dim=0)
         solid = [m[:, 1:] for m in maps if m.shape[1] == 2]

@@ -45,6 +45,8 @@ class Training:
         Augment batches; bfloat16 autocast where the CPU has it natively.
     max_minutes
         Wall-clock budget of the whole run (``None``: none).
+    device
+        Where networks train (``"cpu"``, ``"cuda"``); the benchmarks' GPU runs.
     """
 
     folds: int
@@ -63,6 +65,7 @@ class Training:
     bf16: bool = False
     max_minutes: float | None = None
     fold_processes: int | str | None = "auto"
+    device: str = "cpu"
 
     @classmethod
     def of(cls, plan: dict[str, Any]) -> Training:
@@ -95,6 +98,7 @@ class Training:
             bf16=bool(t.get("bf16", False)),
             max_minutes=float(budget) if budget else None,
             fold_processes=t.get("fold_processes", "auto"),
+            device=str(t.get("device", "cpu")),
         )
 
     @property
