@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,3 +38,13 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A grey 'body' with one bright disk (the lesion) on noise: an easy synthetic 8-bit slice."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = rng.uniform(0.3, 0.7) * shape[0], rng.uniform(0.3, 0.7) * shape[1]
+    radius = rng.uniform(0.1, 0.2) * min(shape)
+    mask = (rows - cy) ** 2 + (cols - cx) ** 2 < radius**2
+    image = 60 + 120 * mask + rng.normal(0, 12, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_fixtures import disk_slice
 from PIL import Image
 
 from covseg.metrics import dice
@@ -28,16 +29,6 @@ from covseg.model.slices2d.net import targets_from_maps, to_maps
 from covseg.model.slices2d.report import load_probs
 
 
-def _disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A grey 'body' with one bright disk (the lesion) on noise: an easy synthetic case."""
-    rows, cols = np.mgrid[: shape[0], : shape[1]]
-    cy, cx = rng.uniform(0.3, 0.7) * shape[0], rng.uniform(0.3, 0.7) * shape[1]
-    radius = rng.uniform(0.1, 0.2) * min(shape)
-    mask = (rows - cy) ** 2 + (cols - cx) ** 2 < radius**2
-    image = 60 + 120 * mask + rng.normal(0, 12, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), mask
-
-
 def _write_folder(root: Path, n: int, seed: int = 0, classes: bool = False) -> Path:
     """``n`` disk slices; with ``classes``, the left half of each disk is a brighter
     "consolidation" (class 2), the rest "ground glass" (class 1), in ``classes/``."""
@@ -48,7 +39,7 @@ def _write_folder(root: Path, n: int, seed: int = 0, classes: bool = False) -> P
         (root / "classes").mkdir()
     for i in range(n):
         shape = (int(rng.integers(40, 80)), int(rng.integers(40, 80)))
-        image, mask = _disk_slice(rng, shape)
+        image, mask = disk_slice(rng, shape)
         if classes:
             cols = np.flatnonzero(mask.any(axis=0))
             solid = mask & (np.arange(shape[1]) < (cols.min() + cols.max()) / 2)[None, :]
@@ -168,7 +159,7 @@ def test_weight_ema_keeps_the_average_not_the_last_step() -> None:
     from covseg.model.slices2d.fit import train_network
 
     rng = np.random.default_rng(0)
-    pairs = [_disk_slice(rng, (32, 32)) for _ in range(4)]
+    pairs = [disk_slice(rng, (32, 32)) for _ in range(4)]
     images = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].float() / 255
     masks = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].float()
     plan = _tiny_plan()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_fixtures import disk_slice
 from PIL import Image
 
 from covseg.model.plan import load_preset
@@ -22,15 +23,6 @@ from covseg.model.slices2d.net import make_network, to_tensor
 from covseg.model.slices2d.predict import load_ensemble, predict_slices
 
 
-def _disk_slice(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = np.mgrid[: shape[0], : shape[1]]
-    cy, cx = rng.uniform(0.3, 0.7) * shape[0], rng.uniform(0.3, 0.7) * shape[1]
-    radius = rng.uniform(0.1, 0.2) * min(shape)
-    mask = (rows - cy) ** 2 + (cols - cx) ** 2 < radius**2
-    image = 60 + 120 * mask + rng.normal(0, 12, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), mask
-
-
 def _write_folder(root: Path, n: int, seed: int = 0, labels: bool = True) -> Path:
     """``n`` disk slices in ``images/`` (+ ``lesion/`` masks); without ``labels``, a flat folder."""
     rng = np.random.default_rng(seed)
@@ -39,7 +31,7 @@ def _write_folder(root: Path, n: int, seed: int = 0, labels: bool = True) -> Pat
     if labels:
         (root / "lesion").mkdir()
     for i in range(n):
-        image, mask = _disk_slice(rng, (int(rng.integers(40, 70)), int(rng.integers(40, 70))))
+        image, mask = disk_slice(rng, (int(rng.integers(40, 70)), int(rng.integers(40, 70))))
         Image.fromarray(image).save(images / f"s{seed}_{i}.png")
         if labels:
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / "lesion" / f"s{seed}_{i}.png")
