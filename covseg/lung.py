@@ -231,12 +231,23 @@ def thorax_mask(
     factors = _block_factors(spacing)
     body = _body(_block_mean(ras, factors)).astype(np.uint8)
     full = _upsample(body, factors, ras.shape) > 0
-    zs = np.flatnonzero(lungs.any(axis=(0, 1)))
-    pad = int(np.ceil(margin_mm / spacing[2]))
-    full[:, :, : max(0, zs[0] - pad)] = False
-    full[:, :, zs[-1] + 1 + pad :] = False
+    kept = thorax_slices(lungs, float(spacing[2]), margin_mm)
+    full[:, :, : kept.start] = False
+    full[:, :, kept.stop :] = False
     back = apply_orientation(full | lungs, _inverse(ornt))
     return ct.with_array(np.ascontiguousarray(back, dtype=np.uint8))
+
+
+def thorax_slices(
+    lungs: npt.NDArray[np.bool_], slice_mm: float, margin_mm: float = THORAX_MARGIN_MM
+) -> range:
+    """The axial slices (last axis) that hold lung, plus ``margin_mm`` above and below.
+
+    ``slice_mm`` is the spacing along the last axis (mm); ``lungs`` must hold some lung.
+    """
+    zs = np.flatnonzero(lungs.any(axis=(0, 1)))
+    pad = int(np.ceil(margin_mm / slice_mm))
+    return range(max(0, int(zs[0]) - pad), min(lungs.shape[2], int(zs[-1]) + 1 + pad))
 
 
 def lung_bounding_box(

@@ -15,12 +15,13 @@ from typer.testing import CliRunner
 
 from covseg.cli import app
 from covseg.io import _LPS_TO_RAS, Volume, read_volume, write_volume
+from covseg.lung import thorax_slices
 from covseg.model.plan import load_preset
 from covseg.model.slices2d import predict_slices_2d
 from covseg.model.slices2d.cases import sort_inputs
 from covseg.model.slices2d.net import make_network
 from covseg.model.slices2d.predict import load_ensemble
-from covseg.model.slices2d.volume import segment_volume, thorax_slices
+from covseg.model.slices2d.volume import segment_volume
 from covseg.phantom import make_phantom
 
 runner = CliRunner()

@@ -9,8 +9,9 @@ segmented slice by slice in exactly that form:
    order: rows run anterior -> posterior, columns right -> left (DICOM's LPS order, in which
    the 2D path reads single DICOM slices).
 2. The slices to segment are the thorax's: every axial slice that holds lung
-   (:func:`covseg.lung.lung_mask`) plus :data:`MARGIN_MM` above and below, so a lesion at the
-   apex or a consolidated base the lung mask misses is still segmented. The other slices are
+   (:func:`covseg.lung.lung_mask`) plus :data:`covseg.lung.THORAX_MARGIN_MM` above and below
+   (:func:`covseg.lung.thorax_slices`), so a lesion at the apex or a consolidated base the lung
+   mask misses is still segmented. The other slices are
    background; a volume without lungs is refused.
 3. Batches of chosen slices go through
    :func:`~covseg.model.slices2d.predict.predict_hu_slices` (cropped to the body, windowed with
@@ -35,9 +36,6 @@ from covseg.io import Volume
 from covseg.model.slices2d.data import body_box
 from covseg.model.slices2d.predict import Ensemble, label_map, predict_hu_slices
 
-#: Slices above and below the lungs also segmented (mm): the apex and the bases, where a dense
-#: lesion can hide from the lung mask, are part of the thorax.
-MARGIN_MM = 20.0
 #: Slices per batch through the ensemble (the networks batch 8 of them at a time inside).
 BATCH_SLICES = 32
 #: The display orientation of an axial slice, as nibabel axis codes of (row, column, slice).
@@ -113,7 +111,7 @@ def segment_volume(
     """
     from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-    from covseg.lung import check_hu, lung_mask
+    from covseg.lung import check_hu, lung_mask, thorax_slices
 
     check_hu(ct, path)
     if lung is None:
@@ -138,10 +136,3 @@ def segment_volume(
         lung=lung,
         slices=chosen,
     )
-
-
-def thorax_slices(lungs: npt.NDArray[np.bool_], slice_mm: float) -> range:
-    """The axial slices (last axis) holding lung, plus :data:`MARGIN_MM` on either side."""
-    zs = np.flatnonzero(lungs.any(axis=(0, 1)))
-    pad = int(np.ceil(MARGIN_MM / slice_mm))
-    return range(max(0, int(zs[0]) - pad), min(lungs.shape[2], int(zs[-1]) + 1 + pad))
