@@ -17,12 +17,14 @@ from covseg.metrics import dice
 from covseg.model.plan import load_preset as load_any_preset
 from covseg.model.slices2d import predict_slices_2d, train_slices_2d
 from covseg.model.slices2d.data import (
+    body_box,
+    field_box,
     find_slice_cases,
-    hu_to_8bit,
     load_consolidation,
     load_labelled,
     read_consolidation,
     read_mask,
+    window_hu,
 )
 from covseg.model.slices2d.evaluate import choose_min_area, class_map, class_scores, remove_small
 from covseg.model.slices2d.net import targets_from_maps, to_maps
@@ -85,14 +87,33 @@ def test_mask_with_other_values_names_file(tmp_path: Path) -> None:
         read_mask(path, (2, 2))
 
 
-def test_hu_to_8bit_crops_to_body_and_windows() -> None:
+def test_body_box_and_window() -> None:
     hu = np.full((64, 64), -1000.0, np.float32)
     hu[10:50, 20:40] = 40.0  # body
     hu[20:30, 25:35] = -850.0  # lung inside it
-    out = hu_to_8bit(hu, window=(-1100.0, 300.0))
+    out = window_hu(hu[body_box(hu)], window=(-1100.0, 300.0))
     assert out.shape == (40, 20)
     assert out[0, 0] == round(1140 / 1400 * 255)
     assert out[15, 10] == round(250 / 1400 * 255)
+
+
+def test_the_field_is_the_lungs_box_grown_to_the_least_size_inside_the_slice() -> None:
+    hu = np.full((400, 500), 40.0, np.float32)
+    lungs = np.zeros(hu.shape, bool)
+    lungs[100:300, 50:450] = True  # 200 x 400 px: at 1 mm, both sides exceed 180 mm
+    assert field_box(hu, lungs, (1.0, 1.0)) == (slice(100, 300), slice(50, 450))
+    # 0.5 mm pixels: 180 mm is 360 px; the rows grow about their centre, the columns stay.
+    assert field_box(hu, lungs, (0.5, 0.5)) == (slice(20, 380), slice(50, 450))
+    # Near an edge the growth shifts inside the slice; a field larger than the slice is all of it.
+    small = np.zeros(hu.shape, bool)
+    small[0:20, 480:500] = True
+    assert field_box(hu, small, (1.0, 1.0)) == (slice(0, 180), slice(320, 500))
+    assert field_box(hu, small, (0.2, 0.2)) == (slice(0, 400), slice(0, 500))
+    # No lungs: the body's box.
+    body = np.full((64, 64), -1000.0, np.float32)
+    body[10:50, 20:40] = 40.0
+    assert field_box(body, None, (1.0, 1.0)) == body_box(body)
+    assert field_box(body, np.zeros((64, 64), bool), (1.0, 1.0)) == body_box(body)
 
 
 def test_dice_convention_and_small_components() -> None:
@@ -535,7 +556,7 @@ def test_the_volume_and_slice_losses_share_one_noise_robust_dice() -> None:
     assert NoiseRobustDiceLoss()(logits, target).item() == pytest.approx(4 / 13, rel=1e-6)
 
 
-def test_hu_slices_are_windowed_in_their_body_box_and_predicted_at_full_size() -> None:
+def test_hu_slices_are_windowed_in_their_field_and_predicted_at_full_size() -> None:
     from covseg.model.slices2d.data import window_hu
     from covseg.model.slices2d.predict import Ensemble, predict_hu_slices, predict_slices
 
@@ -553,9 +574,10 @@ def test_hu_slices_are_windowed_in_their_body_box_and_predicted_at_full_size() -
     hu = np.full((50, 60), -1000.0, np.float32)
     hu[10:40, 15:45] = 40.0  # the body
     hu[20:30, 20:30] = -700.0  # a lung inside it
-    (prob,) = predict_hu_slices(Ensemble([net], plan, classes=False), [hu])
+    field = (slice(10, 40), slice(15, 45))
+    (prob,) = predict_hu_slices(Ensemble([net], plan, classes=False), [hu], [field])
     assert prob.shape == (1, 50, 60)
-    # Outside the body box nothing; inside, the map of the windowed crop.
+    # Outside the field nothing; inside, the map of the windowed crop.
     outside = np.ones((50, 60), bool)
     outside[10:40, 15:45] = False
     assert not prob[0][outside].any()
@@ -565,7 +587,7 @@ def test_hu_slices_are_windowed_in_their_body_box_and_predicted_at_full_size() -
 
 
 def test_the_hu_window_fit_recovers_a_known_window() -> None:
-    from covseg.model.slices2d.data import fit_hu_window, hu_to_8bit
+    from covseg.model.slices2d.data import fit_hu_window
 
     rng = np.random.default_rng(0)
     hu_slices = []
@@ -573,7 +595,7 @@ def test_the_hu_window_fit_recovers_a_known_window() -> None:
         hu = np.full((64, 64), -1000.0, np.float32)
         hu[8:56, 8:56] = rng.uniform(-950, 400, (48, 48))  # a body of every density
         hu_slices.append(hu)
-    images = [hu_to_8bit(s, (-1100.0, 150.0)) for s in hu_slices]
+    images = [window_hu(s[body_box(s)], (-1100.0, 150.0)) for s in hu_slices]
     assert fit_hu_window(images, hu_slices) == (-1100.0, 150.0)
 
 

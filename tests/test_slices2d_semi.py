@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,26 @@ def test_augment_keeps_soft_targets_soft_unless_hard() -> None:
     xh, hard = augment(x, y, plan["augmentation"], torch.Generator().manual_seed(5))
     assert torch.equal(xs, xh) and torch.equal(hard, (soft > 0.5).float())
     assert ((soft > 0) & (soft < 1)).any() and soft.max() <= 0.7 + 1e-6
+
+
+def test_the_whole_recipe_holds_its_budget_where_steps_are_slower_than_estimated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The start-up timing says a step is nearly free, so teachers and students keep 100,000
+    # iterations each; only the deadlines measured while training can end the run on time.
+    from covseg.model.slices2d import budget
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(budget, "step_seconds", lambda plan, threads: 1e-6)
+    data = _write_folder(tmp_path / "train", 6)
+    unlabelled = _write_folder(tmp_path / "unlabelled", 4, seed=7, labels=False)
+    plan = _tiny_plan(control=True)
+    plan["training"].update(iterations=100_000, max_minutes=0.3)
+    plan["pseudo_labels"]["iterations"] = 100_000
+    start = time.time()
+    report = semi.train_semi(data, tmp_path / "model", plan, unlabelled, None)
+    elapsed = time.time() - start
+    assert elapsed < 2 * 18, elapsed  # an 18 s budget, ended within twice it on a busy machine
+    students = [n for counts in report["iterations_trained"].values() for n in counts]
+    assert len(students) == 2 and all(1 <= n < 100_000 for n in students)
+    assert "dice_mean_control" in report

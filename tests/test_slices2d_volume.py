@@ -35,6 +35,8 @@ def _random_model(folder: Path) -> Path:
     plan["image_size"] = 32
     plan["network"]["features"] = [4, 4, 8, 8, 16, 4]
     plan["inference"]["min_area_fraction"] = 0.0
+    # Volumes at the single slices' sizes, so that the two paths can be compared.
+    plan["inference"]["volume_scales"] = plan["inference"]["scales"]
     plan["hu_window"] = [-1100.0, 300.0]
     folder.mkdir(parents=True)
     (folder / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
@@ -116,20 +118,26 @@ def test_thorax_slices_are_the_lung_slices_and_a_margin() -> None:
 def test_a_volume_slice_gets_the_2d_paths_mask_on_real_dicom(
     model: Path, shared_data: Path, tmp_path: Path
 ) -> None:
-    """lungmask's two-slice series: each slice of the volume result is the very mask
-    `covseg predict 0.dcm` gives (same window, body crop, sizes, ensemble)."""
+    """lungmask's slices: a one-slice volume's result is the very mask `covseg predict 0.dcm`
+    gives (same window, field, sizes, ensemble), and the two-slice series' fields differ from
+    them only by the other slice's lungs."""
     series = shared_data / "lungmask-dicom"
-    result = segment_volume(read_volume(series), load_ensemble(model), series)
-    assert result.slices == range(0, 2)
+    whole = segment_volume(read_volume(series), load_ensemble(model), series)
+    assert whole.slices == range(0, 2)
     predict_slices_2d([series / "0.dcm", series / "1.dcm"], model, tmp_path)
     for k in (0, 1):
+        path = series / f"{k}.dcm"
+        result = segment_volume(read_volume(path), load_ensemble(model), path)
         flat = np.asarray(Image.open(tmp_path / f"{k}.png")) > 0
         classes = np.asarray(Image.open(tmp_path / "classes" / f"{k}.png"))
         # The volume is (column, row, slice); the PNG (row, column).
         assert 0.01 < flat.mean() < 0.99  # a mask worth comparing
-        np.testing.assert_array_equal(result.lesion.array[:, :, k].T, flat)
+        np.testing.assert_array_equal(result.lesion.array[:, :, 0].T, flat)
         assert result.classes is not None
-        np.testing.assert_array_equal(result.classes.array[:, :, k].T, classes)
+        np.testing.assert_array_equal(result.classes.array[:, :, 0].T, classes)
+        # Adjacent 1 mm slices: nearly the same lungs, so nearly the same mask.
+        same = np.asarray(whole.lesion.array[:, :, k]) == np.asarray(result.lesion.array[:, :, 0])
+        assert same.mean() > 0.97
 
 
 def test_any_array_order_gives_the_same_mask_in_the_world(model: Path, phantom: Volume) -> None:

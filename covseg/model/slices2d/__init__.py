@@ -46,10 +46,9 @@ from covseg.model.slices2d.cv import FoldOptions, cross_validate, member_path
 from covseg.model.slices2d.data import (
     DICOM_SUFFIXES,
     HU_WINDOW,
-    body_box,
     find_slice_cases,
     list_images,
-    read_hu,
+    read_dicom_slice,
     read_slice,
 )
 from covseg.model.slices2d.predict import (
@@ -270,10 +269,9 @@ def predict_slices_2d(
     written = []
     for path in _expand(inputs):
         if path.suffix.lower() in DICOM_SUFFIXES:
-            hu = read_hu(path)
-            (prob,) = predict_hu_slices(ensemble, [hu])
-            # The post-processing's area fraction is of the body box, as in training.
-            box = body_box(hu)
+            hu, box = read_dicom_slice(path)
+            (prob,) = predict_hu_slices(ensemble, [hu], [box])
+            # The post-processing's area fraction is of the field, the size trained on.
             labels = np.zeros(hu.shape, dtype=np.uint8)
             labels[box] = label_map(ensemble, prob[(slice(None), *box)])
         else:

@@ -3,12 +3,14 @@
 A slice folder holds ``images/`` (PNG/JPG, 8-bit) and ``lesion/`` (or ``labels/``) with masks of
 the same file stem, values 0/255 (0/1 also accepted), and optionally ``classes/`` with class maps
 (0 background, 1 ground-glass opacity, 2 consolidation), as MedSeg's slices come. Unlabelled HU
-slices (DICOM) are converted to the 8-bit appearance of the MedSeg slices: cropped to the body
-and windowed (see :data:`HU_WINDOW` and ``docs/slices2d.md`` for how the window was estimated).
+slices (DICOM) are converted to the 8-bit appearance of the MedSeg slices: cropped to the field
+those show (:func:`field_box`) and windowed (see :data:`HU_WINDOW` and ``docs/slices2d.md`` for
+how the window was estimated).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,12 @@ CLASS_NAMES = {1: "ground-glass", 2: "consolidation"}
 #: HU window (low, high) mapped to 0..255, fitted so that body-cropped NY-SBU slices match the
 #: pooled intensity histogram of the MedSeg slices (:func:`fit_hu_window`).
 HU_WINDOW = (-1100.0, 300.0)
+#: The smallest side (mm) of the field an HU slice is cropped to around its lungs
+#: (:func:`field_box`).
+MIN_FIELD_MM = 180.0
+#: Orientation of a slice as shown (anterior at the top, the patient's right on the image's
+#: left), as nibabel axis codes of (row, column, slice).
+DISPLAY = ("P", "L", "S")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -56,9 +64,11 @@ def find_slice_cases(folder: Path) -> list[Case]:
 
 
 def read_slice(path: Path) -> npt.NDArray[np.uint8]:
-    """Read a slice as a 2D uint8 array: 8-bit files as grey, DICOM (HU) via :func:`hu_to_8bit`."""
+    """Read a slice as a 2D uint8 array: 8-bit files as grey; DICOM (HU) cropped to its field
+    (:func:`read_dicom_slice`) and windowed with :data:`HU_WINDOW`."""
     if path.suffix.lower() in DICOM_SUFFIXES:
-        return hu_to_8bit(read_hu(path))
+        hu, box = read_dicom_slice(path)
+        return window_hu(hu[box])
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("L"), dtype=np.uint8)
@@ -100,6 +110,73 @@ def read_hu(path: Path) -> npt.NDArray[np.float32]:
     return np.asarray(array, dtype=np.float32).reshape(array.shape[-2:])
 
 
+def read_dicom_slice(path: Path) -> tuple[npt.NDArray[np.float32], tuple[slice, slice]]:
+    """One DICOM slice in HU and the field the networks see (:func:`field_box`), its lungs found
+    by :func:`covseg.lung.lung_mask`; where that finds none, the body's box.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a readable 2D DICOM slice; the message names it.
+    """
+    from covseg.io import read_volume
+    from covseg.lung import lung_mask
+
+    hu = read_hu(path)
+    volume = read_volume(path)
+    try:
+        lungs = np.asarray(lung_mask(volume, path).array)[:, :, 0].T != 0  # (row, column)
+    except ValueError:  # no lungs in this slice (an abdominal slice, or fully consolidated)
+        return hu, body_box(hu)
+    pixel_mm = (float(volume.spacing[1]), float(volume.spacing[0]))
+    return hu, field_box(hu, lungs, pixel_mm)
+
+
+def field_box(
+    hu: npt.NDArray[np.floating],
+    lungs: npt.NDArray[np.bool_] | None,
+    pixel_mm: tuple[float, float],
+) -> tuple[slice, slice]:
+    """The part of an HU slice the networks see, framed as the slices they learnt on.
+
+    MedSeg's and COVID-SemiSeg's 8-bit slices show the thoracic cavity from edge to edge (the
+    lungs' box spans 92-100 % of each image side), whatever the patient's size. A CT's slice is
+    wider: the body and often more, so cropped to the body its lungs are smaller than any lung the
+    networks saw, and a network trained from scratch on 50 slices then marks most of a normal
+    lung as lesion (86 % of lungmask's normal slices against 15 % with this framing; benchmarks/
+    RESULTS.md). The field is therefore the lungs' bounding box, each side grown about its centre
+    (inside the slice) to at least :data:`MIN_FIELD_MM`, so that a small field of view or a slice
+    near the apex is not magnified beyond what training showed. Without lungs: :func:`body_box`.
+
+    Parameters
+    ----------
+    hu
+        The slice (rows, columns), in HU.
+    lungs
+        Its lung pixels (same shape), or ``None``.
+    pixel_mm
+        Pixel size (mm) along rows and columns.
+    """
+    if lungs is None or not lungs.any():
+        return body_box(np.asarray(hu, dtype=np.float32))
+    rows, cols = np.nonzero(lungs)
+    return (
+        _grow(int(rows.min()), int(rows.max()) + 1, hu.shape[0], MIN_FIELD_MM / pixel_mm[0]),
+        _grow(int(cols.min()), int(cols.max()) + 1, hu.shape[1], MIN_FIELD_MM / pixel_mm[1]),
+    )
+
+
+def _grow(low: int, high: int, size: int, least: float) -> slice:
+    """``[low, high)`` grown about its centre to at least ``least`` pixels, inside ``[0, size)``."""
+    extra = max(0, math.ceil(least) - (high - low))
+    low, high = low - extra // 2, high + extra - extra // 2
+    if low < 0:
+        low, high = 0, high - low
+    if high > size:
+        low, high = max(0, low - (high - size)), size
+    return slice(low, high)
+
+
 def body_box(hu: npt.NDArray[np.float32]) -> tuple[slice, slice]:
     """Bounding box of the body: the largest component above -500 HU, holes filled."""
     labels, count = ndimage.label(ndimage.binary_opening(hu > -500, iterations=2))
@@ -109,13 +186,6 @@ def body_box(hu: npt.NDArray[np.float32]) -> tuple[slice, slice]:
     body = labels == 1 + int(np.argmax(sizes))
     rows, cols = np.nonzero(body)
     return slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
-
-
-def hu_to_8bit(
-    hu: npt.NDArray[np.float32], window: tuple[float, float] = HU_WINDOW
-) -> npt.NDArray[np.uint8]:
-    """Crop an HU slice to the body and window it to 0..255, like the MedSeg slices."""
-    return window_hu(hu[body_box(hu)], window)
 
 
 def window_hu(

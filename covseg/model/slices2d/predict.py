@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 
 from covseg.model.inference import autocast
-from covseg.model.slices2d.data import HU_WINDOW, body_box, window_hu
+from covseg.model.slices2d.data import HU_WINDOW, window_hu
 from covseg.model.slices2d.evaluate import class_map
 from covseg.model.slices2d.net import make_network, normalise, outputs_of, to_maps, to_tensor
 
@@ -67,15 +67,18 @@ def load_ensemble(model_dir: Path) -> Ensemble:
 
 
 def predict_hu_slices(
-    ensemble: Ensemble, slices: Sequence[npt.NDArray[np.floating]]
+    ensemble: Ensemble,
+    slices: Sequence[npt.NDArray[np.floating]],
+    boxes: Sequence[tuple[slice, slice]],
+    scales: str = "scales",
 ) -> list[npt.NDArray[np.float32]]:
     """Probability maps (C, H, W) of 2D HU slices, each at its own full size.
 
-    Each slice is cropped to the body (:func:`~covseg.model.slices2d.data.body_box`), windowed
-    to 8 bits with the plan's ``hu_window`` (the 8-bit look the networks were trained on) and
-    predicted as :func:`predict_8bit_slices` does; outside the body box the maps are 0. The
-    plan's ``inference.min_area_fraction`` (for :func:`label_map`) is a share of the body box's
-    area, the slice size the networks were trained on.
+    Each slice is cropped to its box (the field the networks learnt on,
+    :func:`~covseg.model.slices2d.data.field_box`), windowed to 8 bits with the plan's
+    ``hu_window`` and predicted as :func:`predict_8bit_slices` does; outside the box the maps
+    are 0. The plan's ``inference.min_area_fraction`` (for :func:`label_map`) is a share of the
+    box's area, the slice size the networks were trained on.
 
     Parameters
     ----------
@@ -83,6 +86,12 @@ def predict_hu_slices(
         From :func:`load_ensemble`.
     slices
         2D arrays in HU (any sizes), e.g. the axial slices of a CT volume.
+    boxes
+        Each slice's field (rows, columns).
+    scales
+        The plan's ``inference`` key of the input sizes: ``"scales"`` (single slices) or
+        ``"volume_scales"`` (the slices of a CT volume, default ``[1.0]``: one size, so a
+        300-slice CT takes under a minute on 2 cores; benchmarks/RESULTS.md).
 
     Returns
     -------
@@ -90,14 +99,21 @@ def predict_hu_slices(
         float32 (C, H, W) per slice: channel 0 the lesion probability, and where the ensemble
         has class networks channel 1 the consolidation probability.
     """
-    window = tuple(ensemble.plan.get("hu_window", HU_WINDOW))
-    boxes = [body_box(np.asarray(s, dtype=np.float32)) for s in slices]
+    plan = ensemble.plan
+    window = tuple(plan.get("hu_window", HU_WINDOW))
     crops = [
         window_hu(np.asarray(s, dtype=np.float32)[box], (float(window[0]), float(window[1])))
         for s, box in zip(slices, boxes, strict=True)
     ]
+    maps = predict_slices(
+        ensemble.nets,
+        crops,
+        inference_sizes(plan, scales),
+        bool(plan["inference"]["tta"]),
+        bool(plan["training"]["bf16"]),
+    )
     out = []
-    for hu, box, prob in zip(slices, boxes, predict_8bit_slices(ensemble, crops), strict=True):
+    for hu, box, prob in zip(slices, boxes, maps, strict=True):
         full = np.zeros((prob.shape[0], *np.shape(hu)), dtype=np.float32)
         full[(slice(None), *box)] = prob
         out.append(full)
@@ -162,18 +178,19 @@ def predict_maps(
     return torch.cat(out)
 
 
-def inference_sizes(plan: dict[str, Any]) -> list[int]:
+def inference_sizes(plan: dict[str, Any], key: str = "scales") -> list[int]:
     """Input sizes (pixels a side) the networks predict at: ``image_size`` times each factor of
-    ``inference.scales`` (default ``[1.0]``), rounded to a multiple of 16 (the U-Net's stride).
+    ``inference[key]`` (``scales``, default ``[1.0]``; ``volume_scales`` for the slices of a CT
+    volume, default ``[1.0]``), rounded to a multiple of 16 (the U-Net's stride).
     """
-    scales = plan["inference"].get("scales", [1.0])
+    scales = plan["inference"].get(key, [1.0])
     if (
         not isinstance(scales, list)
         or not scales
         or not all(isinstance(f, int | float) and not isinstance(f, bool) and f > 0 for f in scales)
     ):
         raise ValueError(
-            f"inference.scales is {scales!r}: expected a list of positive factors of image_size"
+            f"inference.{key} is {scales!r}: expected a list of positive factors of image_size"
         )
     return [16 * max(1, round(plan["image_size"] * f / 16)) for f in scales]
 

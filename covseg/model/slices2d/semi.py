@@ -22,6 +22,7 @@ Also here: :func:`pseudo_label_folder` (``covseg pseudo-label`` with a slices-2d
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -53,7 +54,7 @@ from covseg.model.slices2d.cv import (
 )
 from covseg.model.slices2d.data import find_slice_cases, list_images, load_labelled, read_slice
 from covseg.model.slices2d.evaluate import mean_dice
-from covseg.model.slices2d.fit import train_network
+from covseg.model.slices2d.fit import Trained, train_network
 from covseg.model.slices2d.net import targets_from_maps, to_tensor
 from covseg.model.slices2d.predict import (
     inference_sizes,
@@ -147,7 +148,11 @@ def semi_fold(
     x, y = data.images[train_idx], data.masks[train_idx]
     fixed = data.unlabelled if isinstance(data.unlabelled, tuple) else None
     progress = on_message if options.progress else None
-    train_end = end - options.predict_seconds
+    # ``end`` is the fold's share of the whole run; with unlabelled slices its teachers get
+    # TEACHER_SHARE of the window and the labelling and students the rest.
+    student_end = end - options.predict_seconds
+    now = time.time()
+    train_end = student_end if fixed is not None else now + TEACHER_SHARE * (student_end - now)
 
     def extra_for(c: int, extra: tuple[torch.Tensor, ...] | None) -> Any:
         # Lesion-only extra masks cannot teach a class network its consolidation channel.
@@ -180,23 +185,48 @@ def semi_fold(
         result.probs["teacher"] = _lesion(predict_slices(nets, val_images, sizes, False, bf16))
         controls = nets
         kept: list[float] = []
+        trained_iterations = [0] * len(nets)
         for round_ in range(int(cfg["rounds"])):
             targets, scores = label_slices(nets, pool, bf16, bool(cfg["soft"]))
             weights = torch.from_numpy(np.where(scores >= cfg["min_confidence"], scores, 0.0))
             kept.append(float((weights > 0).float().mean()))
             extra = (pool, targets, weights.float())
-            nets = _students(nets, x, y, plan, seeds, channels, round_, cfg, extra, progress, fold)
+            # Each round (and its control) gets an equal part of the students' window left.
+            parts = (int(cfg["rounds"]) - round_) * (2 if control else 1)
+            deadline = budget.member_deadline(time.time(), student_end, parts)
+            students = _students(
+                nets, x, y, plan, seeds, channels, round_, cfg, extra, progress, fold, deadline
+            )
+            nets = [t.net for t in students]
+            done = [t.iterations for t in students]
+            for m, count in enumerate(done):
+                trained_iterations[m] += count
             if control:
-                controls = _students(
-                    controls, x, y, plan, seeds, channels, round_, cfg, None, progress, fold
-                )
+                # Paired: as many iterations as each student got, the same seeds and batches.
+                controls = [
+                    t.net
+                    for t in _students(
+                        controls,
+                        x,
+                        y,
+                        plan,
+                        seeds,
+                        channels,
+                        round_,
+                        cfg,
+                        None,
+                        progress,
+                        fold,
+                        iterations=done,
+                    )
+                ]
         if control:
             result.probs["control"] = _lesion(
                 predict_slices(controls, val_images, sizes, False, bf16)
             )
         result.probs["kept_share"] = [np.array(kept, dtype=np.float32)]
         result.states = [n.state_dict() for n in nets]
-        result.iterations = [int(cfg["iterations"]) * int(cfg["rounds"])] * len(nets)
+        result.iterations = list(trained_iterations)
     for path, state in zip(paths, result.states, strict=True):
         save_member(path, state)
     result.probs.update(_oof_variants(nets, val_images, plan))
@@ -215,25 +245,31 @@ def _students(
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     on_progress: Report | None,
     fold: int,
-) -> list[torch.nn.Module]:
-    """Each teacher trained further for ``cfg["iterations"]``, with ``data`` added to every batch
-    (``None``: the paired control; same seeds, so the same labelled batches)."""
-    return [
-        train_network(
-            x,
-            y[:, :c],
-            plan,
-            seed + 1 + round_,
-            teacher.state_dict(),
-            int(cfg["iterations"]),
-            on_progress=on_progress,
-            label=f"fold {fold} {'student' if data else 'control'} {m} ",
-            extra=None if data is None else (data[0], data[1][:, :c], data[2]),
-            extra_per_batch=int(cfg["per_batch"]),
-            extra_augment=bool(cfg["augment"]),
-        ).net
-        for m, (teacher, seed, c) in enumerate(zip(teachers, seeds, channels, strict=True))
-    ]
+    deadline: float = math.inf,
+    iterations: list[int] | None = None,
+) -> list[Trained]:
+    """Each teacher trained further for ``cfg["iterations"]`` (or ``iterations[m]``), cut to end
+    by ``deadline`` (an equal share of it each), with ``data`` added to every batch (``None``: the
+    paired control; same seeds, so the same labelled batches)."""
+    out = []
+    for m, (teacher, seed, c) in enumerate(zip(teachers, seeds, channels, strict=True)):
+        out.append(
+            train_network(
+                x,
+                y[:, :c],
+                plan,
+                seed + 1 + round_,
+                teacher.state_dict(),
+                int(cfg["iterations"]) if iterations is None else iterations[m],
+                deadline=budget.member_deadline(time.time(), deadline, len(teachers) - m),
+                on_progress=on_progress,
+                label=f"fold {fold} {'student' if data else 'control'} {m} ",
+                extra=None if data is None else (data[0], data[1][:, :c], data[2]),
+                extra_per_batch=int(cfg["per_batch"]),
+                extra_augment=bool(cfg["augment"]),
+            )
+        )
+    return out
 
 
 def _subset(images: torch.Tensor, count: int | None, seed: int) -> torch.Tensor:
@@ -314,7 +350,7 @@ def train_semi(
     ``pseudo_labels.control``, the control's) out-of-fold Dice in ``cv_report.json``, which is
     returned.
     """
-    start = time.perf_counter()
+    start, start_wall = time.perf_counter(), time.time()
     say = on_message or _quiet
     train = Training.of(plan)
     cfg = pseudo_config(plan)
@@ -339,8 +375,12 @@ def train_semi(
     runner = functools.partial(cross_validate, unlabelled=pool, worker=semi_fold)
     results: list[FoldResult] = []
 
-    def keep(*args: Any, **kwargs: Any) -> Any:
-        out = runner(*args, **kwargs)
+    def keep(
+        data: Path, plan: dict[str, Any], folds: list[int] | None, options: FoldOptions, **kw: Any
+    ) -> Any:
+        # The folds' deadlines come from the whole budget (teachers and students alike).
+        whole = dataclasses.replace(options, end=start_wall + 60.0 * total * (1 - budget.RESERVE))
+        out = runner(data, plan, folds, whole, **kw)
         results.extend(out[2])
         return out
 

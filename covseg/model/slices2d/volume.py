@@ -11,21 +11,28 @@ segmented slice by slice in exactly that form:
 2. The slices to segment are the thorax's: every axial slice that holds lung
    (:func:`covseg.lung.lung_mask`) plus :data:`covseg.lung.THORAX_MARGIN_MM` above and below
    (:func:`covseg.lung.thorax_slices`), so a lesion at the apex or a consolidated base the lung
-   mask misses is still segmented. The other slices are
-   background; a volume without lungs is refused.
-3. Batches of chosen slices go through
-   :func:`~covseg.model.slices2d.predict.predict_hu_slices` (cropped to the body, windowed with
-   the model's HU window, the fold ensemble at the model's input sizes), then the same
-   threshold, small-component removal and lesion classes as a single slice
+   mask misses is still segmented. The other slices are background; a volume without lungs is
+   refused.
+3. Each slice is cropped to the field the networks learnt on
+   (:func:`~covseg.model.slices2d.data.field_box`): the box of the lungs of the slices within
+   :data:`FIELD_REACH_MM` of it (so a slice whose lung the mask misses, or one of the margin
+   slices, still gets its thorax's field), at least
+   :data:`~covseg.model.slices2d.data.MIN_FIELD_MM` a side.
+4. Batches of chosen slices go through
+   :func:`~covseg.model.slices2d.predict.predict_hu_slices` (windowed with the model's HU
+   window, the fold ensemble at the plan's ``inference.volume_scales``, one size by default),
+   then the same threshold, small-component removal and lesion classes as a single slice
    (:func:`~covseg.model.slices2d.predict.label_map`).
-4. The labels are put back into the file's array order: the masks have the CT's exact shape and
+5. The labels are put back into the file's array order: the masks have the CT's exact shape and
    affine.
 
-A slice of a volume therefore gets the very mask the 2D path gives the same slice as a DICOM file.
+A slice of a volume gets the mask the 2D path gives the same slice as a DICOM file where its own
+lungs give the same field and ``volume_scales`` equals ``scales``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +40,13 @@ import numpy as np
 import numpy.typing as npt
 
 from covseg.io import Volume
-from covseg.model.slices2d.data import body_box
+from covseg.model.slices2d.data import DISPLAY, field_box
 from covseg.model.slices2d.predict import Ensemble, label_map, predict_hu_slices
 
 #: Slices per batch through the ensemble (the networks batch 8 of them at a time inside).
 BATCH_SLICES = 32
-#: The display orientation of an axial slice, as nibabel axis codes of (row, column, slice).
-DISPLAY = ("P", "L", "S")
+#: A slice's field is the box of the lungs within this distance (mm) above and below it.
+FIELD_REACH_MM = 10.0
 
 
 @dataclass
@@ -70,6 +77,28 @@ def display_transform(affine: npt.NDArray[np.float64]) -> npt.NDArray[np.float64
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
     return ornt_transform(io_orientation(affine), axcodes2ornt(DISPLAY))
+
+
+def lung_boxes(
+    lungs: npt.NDArray[np.bool_], spacing: list[float]
+) -> Callable[[int, npt.NDArray[np.float32]], tuple[slice, slice]]:
+    """The field of each axial slice (last axis) of display-oriented ``lungs``: the box of the
+    lungs within :data:`FIELD_REACH_MM` of the slice, grown by
+    :func:`~covseg.model.slices2d.data.field_box`; the body's box where none is that near."""
+    reach = int(FIELD_REACH_MM // spacing[2])
+    rows = np.asarray(lungs.any(axis=1))  # (row, slice)
+    cols = np.asarray(lungs.any(axis=0))  # (column, slice)
+
+    def box(k: int, plane: npt.NDArray[np.float32]) -> tuple[slice, slice]:
+        near = slice(max(0, k - reach), k + reach + 1)
+        r, c = np.flatnonzero(rows[:, near].any(axis=1)), np.flatnonzero(cols[:, near].any(axis=1))
+        if not len(r):
+            return field_box(plane, None, (spacing[0], spacing[1]))
+        extent = np.zeros(plane.shape, dtype=bool)
+        extent[r[0], c[0]] = extent[r[-1], c[-1]] = True  # the corners span the box
+        return field_box(plane, extent, (spacing[0], spacing[1]))
+
+    return box
 
 
 def segment_volume(
@@ -119,14 +148,17 @@ def segment_volume(
     transform = display_transform(ct.affine)
     hu = apply_orientation(np.asarray(ct.array), transform)  # a view: flips and transposes
     lungs = apply_orientation(np.asarray(lung.array) != 0, transform)
-    chosen = thorax_slices(lungs, float(ct.spacing[int(np.flatnonzero(transform[:, 0] == 2)[0])]))
+    spacing = [float(ct.spacing[int(np.flatnonzero(transform[:, 0] == j)[0])]) for j in range(3)]
+    chosen = thorax_slices(lungs, spacing[2])
+    boxes = lung_boxes(lungs, spacing)
     labels = np.zeros(hu.shape, dtype=np.uint8)
     for start in range(chosen.start, chosen.stop, batch):
         ks = range(start, min(start + batch, chosen.stop))
         planes = [np.asarray(hu[:, :, k], dtype=np.float32) for k in ks]
-        for k, plane, prob in zip(ks, planes, predict_hu_slices(ensemble, planes), strict=True):
-            # The post-processing's area fraction is of the body box, as for a single slice.
-            box = body_box(plane)
+        fields = [boxes(k, plane) for k, plane in zip(ks, planes, strict=True)]
+        maps = predict_hu_slices(ensemble, planes, fields, scales="volume_scales")
+        for k, box, prob in zip(ks, fields, maps, strict=True):
+            # The post-processing's area fraction is of the field, as for a single slice.
             labels[(*box, k)] = label_map(ensemble, prob[(slice(None), *box)])
     undo = ornt_transform(axcodes2ornt(DISPLAY), io_orientation(ct.affine))
     back = np.ascontiguousarray(apply_orientation(labels, undo), dtype=np.uint8)
