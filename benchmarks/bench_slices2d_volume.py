@@ -12,7 +12,8 @@ Parts (``--parts``):
   percentage of the lung volume, and lesion outside it in mL.
 * ``nysbu``: the 20 NY-SBU COVID-19 slices (HU, no truth): lesion pixels per slice, as a
   percentage of the lung mask where :func:`covseg.lung.lung_mask` finds lungs on the single
-  slice and of the body-cropped slice; overlays written to ``OUT/nysbu/``.
+  slice and of the field the networks saw (the lungs' box, or the body's where the slice has no
+  lungs); overlays written to ``OUT/nysbu/``.
 
 Usage::
 
@@ -104,21 +105,20 @@ def nysbu(model: Path, data: Path, out: Path) -> list[dict[str, Any]]:
     from PIL import Image
 
     from covseg.model.slices2d import predict_slices_2d
-    from covseg.model.slices2d.data import body_box, hu_to_8bit, read_hu
+    from covseg.model.slices2d.data import read_dicom_slice, window_hu
 
     files = sorted((data / "ny-sbu").glob("*/*.dcm"))
     masks = predict_slices_2d(files, model, out / "nysbu" / "masks")
     rows = []
     for path, mask_path in zip(files, masks, strict=True):
-        hu = read_hu(path)
+        hu, box, _, _ = read_dicom_slice(path)
         lesion = np.asarray(Image.open(mask_path)) > 0
-        box = body_box(hu)
         try:
             lung = lung_mask(read_volume(path), path).array[:, :, 0].T > 0
             lung_pct: float | None = round(100 * float((lesion & lung).sum() / lung.sum()), 2)
         except ValueError:
             lung_pct = None  # the classical mask finds no lung on this one slice
-        grey = hu_to_8bit(hu)
+        grey = window_hu(hu[box])
         rgb = np.stack([grey] * 3, axis=-1)
         red = lesion[box]
         rgb[red] = (0.5 * rgb[red] + [127, 0, 0]).astype(np.uint8)
@@ -126,7 +126,7 @@ def nysbu(model: Path, data: Path, out: Path) -> list[dict[str, Any]]:
         Image.fromarray(rgb).save(out / "nysbu" / f"{name}_overlay.png")
         row = {
             "slice": name,
-            "lesion_pct_of_body_crop": round(100 * float(lesion[box].mean()), 2),
+            "lesion_pct_of_field": round(100 * float(lesion[box].mean()), 2),
             "lesion_pct_of_lung": lung_pct,
         }
         print(json.dumps(row), flush=True)

@@ -215,6 +215,26 @@ def test_command_writes_volumes_of_the_cts_geometry_and_names_bad_ones(
     assert (tmp_path / "out" / "burden" / "chest.json").is_file()
 
 
+def test_a_bad_slice_is_one_line_and_the_other_slices_go_on(
+    model: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    (folder / "a_broken.png").write_bytes(b"not a png")
+    Image.fromarray(np.full((40, 50), 90, np.uint8)).save(folder / "b_fine.png")
+    broken_dicom = tmp_path / "cut.dcm"
+    broken_dicom.write_bytes((shared_data / "lungmask-dicom/1.dcm").read_bytes()[:2000])
+    args = ["predict", str(folder), str(broken_dicom), str(shared_data / "lungmask-dicom/0.dcm")]
+    result = runner.invoke(app, [*args, "-m", str(model), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "Traceback" not in result.output
+    assert str(folder / "a_broken.png") in errors[0] and "not a readable image" in errors[0]
+    assert str(broken_dicom) in errors[1] and "not a readable DICOM slice" in errors[1]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["0.png", "b_fine.png"]
+    assert "2 of 4 slices and volumes segmented" in result.output
+
+
 def test_a_folder_with_two_series_names_them_and_series_picks_one(
     model: Path, phantom: Volume, tmp_path: Path
 ) -> None:

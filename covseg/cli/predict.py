@@ -125,8 +125,8 @@ def _predict_slices_2d(
     series: str | None,
     burden: bool,
 ) -> None:
-    """A slices-2d model: the 2D slices in one go, then each CT volume; a bad volume is one
-    error line and the others go on (exit code 1 at the end)."""
+    """A slices-2d model: the 2D slices in one go, then each CT volume; a bad slice or volume is
+    one error line and the others go on (exit code 1 at the end)."""
     from covseg.model.slices2d import predict_slices_2d
     from covseg.model.slices2d.cases import predict_volume_case, sort_inputs
     from covseg.model.slices2d.predict import load_ensemble
@@ -135,12 +135,21 @@ def _predict_slices_2d(
     failed = len(found.errors)
     for error in found.errors:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    slice_errors: list[str] = []
+
+    def slice_error(message: str) -> None:
+        slice_errors.append(message)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+
+    done = 0
     try:
         if found.slices:
-            predict_slices_2d(found.slices, model, output, typer.echo if progress else None)
+            echo = typer.echo if progress else None
+            done += len(predict_slices_2d(found.slices, model, output, echo, on_error=slice_error))
         ensemble = load_ensemble(model) if found.volumes else None
     except ValueError as exc:
         raise fail(str(exc)) from None
+    failed += len(slice_errors)
 
     def hook(case_id: str, ct: Volume, result: VolumeSegmentation) -> Path:
         path = output / "burden" / f"{case_id}.json"
@@ -158,11 +167,11 @@ def _predict_slices_2d(
             message = message if str(case.path) in message else f"{case.path}: {message}"
             typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
             continue
+        done += 1
         if progress:
             typer.echo(f"{case.path} -> {written[0]}")
         if dicom_seg and not case.path.is_dir():
             typer.echo(f"{case.path}: not a DICOM series, no DICOM SEG written")
-    done = len(found.slices) + len(found.volumes) - (failed - len(found.errors))
-    typer.echo(f"{done} of {done + failed} inputs segmented into {output}")
+    typer.echo(f"{done} of {done + failed} slices and volumes segmented into {output}")
     if failed:
         raise typer.Exit(1)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 from PIL import Image
 
@@ -52,6 +53,8 @@ from covseg.model.slices2d.data import (
     read_slice,
 )
 from covseg.model.slices2d.predict import (
+    Ensemble,
+    keep_lung_lesions,
     label_map,
     load_ensemble,
     predict_8bit_slices,
@@ -246,7 +249,11 @@ def _expand(inputs: list[Path]) -> list[Path]:
 
 
 def predict_slices_2d(
-    inputs: list[Path], model_dir: Path, out_dir: Path, on_message: Report | None = None
+    inputs: list[Path],
+    model_dir: Path,
+    out_dir: Path,
+    on_message: Report | None = None,
+    on_error: Report | None = None,
 ) -> list[Path]:
     """Segment slices with the fold ensemble; write ``out_dir/<stem>.png`` (0/255, input size).
 
@@ -258,6 +265,9 @@ def predict_slices_2d(
         A folder written by :func:`train_slices_2d`.
     on_message
         Called with a line per slice written.
+    on_error
+        Called with a one-line message for each slice that cannot be read, and the others go
+        on; ``None`` raises the first such error.
 
     Returns
     -------
@@ -268,15 +278,14 @@ def predict_slices_2d(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in _expand(inputs):
-        if path.suffix.lower() in DICOM_SUFFIXES:
-            hu, box = read_dicom_slice(path)
-            (prob,) = predict_hu_slices(ensemble, [hu], [box])
-            # The post-processing's area fraction is of the field, the size trained on.
-            labels = np.zeros(hu.shape, dtype=np.uint8)
-            labels[box] = label_map(ensemble, prob[(slice(None), *box)])
-        else:
-            (prob,) = predict_8bit_slices(ensemble, [read_slice(path)])
-            labels = label_map(ensemble, prob)  # 0/1/2; a binary model's lesion is class 1
+        try:
+            labels = _slice_labels(ensemble, path)
+        except ValueError as err:
+            if on_error is None:
+                raise
+            message = str(err)
+            on_error(message if str(path) in message else f"{path}: {message}")
+            continue
         target = out_dir / f"{path.stem}.png"
         mask = labels > 0
         Image.fromarray(mask.astype(np.uint8) * 255).save(target)
@@ -287,3 +296,18 @@ def predict_slices_2d(
         if on_message:
             on_message(f"{path.name} -> {target} ({mask.mean():.1%} lesion)")
     return written
+
+
+def _slice_labels(ensemble: Ensemble, path: Path) -> npt.NDArray[np.uint8]:
+    """The class map (0/1/2) of one slice file; a binary model's lesion is class 1."""
+    if path.suffix.lower() not in DICOM_SUFFIXES:
+        (prob,) = predict_8bit_slices(ensemble, [read_slice(path)])
+        return label_map(ensemble, prob)
+    hu, box, lungs, pixel = read_dicom_slice(path)
+    (prob,) = predict_hu_slices(ensemble, [hu], [box])
+    # The post-processing's area fraction is of the field, the size trained on.
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[box] = label_map(ensemble, prob[(slice(None), *box)])
+    if lungs is not None:  # without lungs found, nothing is dropped
+        labels = keep_lung_lesions(labels, lungs, pixel)
+    return labels

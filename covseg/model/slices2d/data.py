@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -67,8 +68,8 @@ def read_slice(path: Path) -> npt.NDArray[np.uint8]:
     """Read a slice as a 2D uint8 array: 8-bit files as grey; DICOM (HU) cropped to its field
     (:func:`read_dicom_slice`) and windowed with :data:`HU_WINDOW`."""
     if path.suffix.lower() in DICOM_SUFFIXES:
-        hu, box = read_dicom_slice(path)
-        return window_hu(hu[box])
+        dicom = read_dicom_slice(path)
+        return window_hu(dicom.hu[dicom.field])
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("L"), dtype=np.uint8)
@@ -110,9 +111,29 @@ def read_hu(path: Path) -> npt.NDArray[np.float32]:
     return np.asarray(array, dtype=np.float32).reshape(array.shape[-2:])
 
 
-def read_dicom_slice(path: Path) -> tuple[npt.NDArray[np.float32], tuple[slice, slice]]:
-    """One DICOM slice in HU and the field the networks see (:func:`field_box`), its lungs found
-    by :func:`covseg.lung.lung_mask`; where that finds none, the body's box.
+class DicomSlice(NamedTuple):
+    """One DICOM slice as the networks see it (:func:`read_dicom_slice`).
+
+    Attributes
+    ----------
+    hu
+        The slice in HU (rows, columns).
+    field
+        The part the networks see (:func:`field_box`).
+    lungs
+        Its lung pixels (:func:`covseg.lung.lung_mask`), ``None`` where none were found.
+    pixel_mm
+        Pixel size (mm) along rows and columns.
+    """
+
+    hu: npt.NDArray[np.float32]
+    field: tuple[slice, slice]
+    lungs: npt.NDArray[np.bool_] | None
+    pixel_mm: tuple[float, float]
+
+
+def read_dicom_slice(path: Path) -> DicomSlice:
+    """One DICOM slice in HU, its field and lungs; where no lungs are found, the body's box.
 
     Raises
     ------
@@ -124,12 +145,12 @@ def read_dicom_slice(path: Path) -> tuple[npt.NDArray[np.float32], tuple[slice, 
 
     hu = read_hu(path)
     volume = read_volume(path)
+    pixel = (float(volume.spacing[1]), float(volume.spacing[0]))  # (column, row, 1) array
     try:
         lungs = np.asarray(lung_mask(volume, path).array)[:, :, 0].T != 0  # (row, column)
     except ValueError:  # no lungs in this slice (an abdominal slice, or fully consolidated)
-        return hu, body_box(hu)
-    pixel_mm = (float(volume.spacing[1]), float(volume.spacing[0]))
-    return hu, field_box(hu, lungs, pixel_mm)
+        return DicomSlice(hu, body_box(hu), None, pixel)
+    return DicomSlice(hu, field_box(hu, lungs, pixel), lungs, pixel)
 
 
 def field_box(

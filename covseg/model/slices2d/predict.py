@@ -148,6 +148,48 @@ def label_map(ensemble: Ensemble, prob: npt.NDArray[np.floating]) -> npt.NDArray
     )
 
 
+#: A lesion component is kept where it reaches this far (mm) inside the lung mask.
+LUNG_DEPTH_MM = 2.0
+
+
+def keep_lung_lesions(
+    labels: npt.NDArray[np.uint8], lungs: npt.NDArray[np.bool_], pixel_mm: tuple[float, float]
+) -> npt.NDArray[np.uint8]:
+    """``labels`` (2D, or 3D with axial slices on the last axis) without the lesion components
+    that never reach :data:`LUNG_DEPTH_MM` inside ``lungs``.
+
+    Lesions are in the lung, yet networks trained on lung-framed slices mark fat of the chest wall
+    and mediastinum, bowel and spleen on a CT's wider field. A component is dropped only when
+    none of it lies inside the lung mask eroded in-plane by :data:`LUNG_DEPTH_MM`: consolidation
+    the lung mask misses is kept whole as long as the component reaches aerated lung anywhere
+    (in 3D, in any slice). On MedSeg's 50 slices (out-of-fold maps of the preset, lung mask on
+    the approximate HU of ``benchmarks/bench_lung_coverage.py``) the mean Dice went from
+    0.7249 to 0.7255, no slice losing more than 0.004 (benchmarks/RESULTS.md).
+
+    Parameters
+    ----------
+    labels
+        0 background, > 0 lesion (classes kept as they are).
+    lungs
+        The lung mask, same shape.
+    pixel_mm
+        In-plane pixel size (mm) along the first two axes.
+    """
+    from scipy import ndimage
+
+    steps = max(1, round(LUNG_DEPTH_MM / min(pixel_mm)))
+    plane = ndimage.generate_binary_structure(2, 1)
+    structure = plane if labels.ndim == 2 else plane[:, :, None]
+    core = ndimage.binary_erosion(lungs, structure=structure, iterations=steps)
+    components, count = ndimage.label(labels > 0)
+    if count == 0:
+        return labels
+    hit = np.zeros(count + 1, dtype=bool)
+    hit[np.unique(components[core])] = True
+    hit[0] = False
+    return np.where(hit[components], labels, 0).astype(np.uint8)
+
+
 @torch.no_grad()
 def predict_maps(
     nets: list[torch.nn.Module], images: torch.Tensor, tta: bool, bf16: bool, batch: int = 8

@@ -22,7 +22,9 @@ segmented slice by slice in exactly that form:
    :func:`~covseg.model.slices2d.predict.predict_hu_slices` (windowed with the model's HU
    window, the fold ensemble at the plan's ``inference.volume_scales``, one size by default),
    then the same threshold, small-component removal and lesion classes as a single slice
-   (:func:`~covseg.model.slices2d.predict.label_map`).
+   (:func:`~covseg.model.slices2d.predict.label_map`); lesion components (in 3D) that never
+   reach inside the lung mask are dropped
+   (:func:`~covseg.model.slices2d.predict.keep_lung_lesions`).
 5. The labels are put back into the file's array order: the masks have the CT's exact shape and
    affine.
 
@@ -41,7 +43,12 @@ import numpy.typing as npt
 
 from covseg.io import Volume
 from covseg.model.slices2d.data import DISPLAY, field_box
-from covseg.model.slices2d.predict import Ensemble, label_map, predict_hu_slices
+from covseg.model.slices2d.predict import (
+    Ensemble,
+    keep_lung_lesions,
+    label_map,
+    predict_hu_slices,
+)
 
 #: Slices per batch through the ensemble (the networks batch 8 of them at a time inside).
 BATCH_SLICES = 32
@@ -160,6 +167,7 @@ def segment_volume(
         for k, box, prob in zip(ks, fields, maps, strict=True):
             # The post-processing's area fraction is of the field, as for a single slice.
             labels[(*box, k)] = label_map(ensemble, prob[(slice(None), *box)])
+    labels = keep_lung_lesions(labels, lungs, (spacing[0], spacing[1]))
     undo = ornt_transform(axcodes2ornt(DISPLAY), io_orientation(ct.affine))
     back = np.ascontiguousarray(apply_orientation(labels, undo), dtype=np.uint8)
     return VolumeSegmentation(
