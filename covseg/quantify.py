@@ -108,7 +108,10 @@ def lesion_from_labels(
 
 
 def quantify(
-    ct: Volume, lesion: npt.ArrayLike | Volume | None, lung: Volume | None = None
+    ct: Volume,
+    lesion: npt.ArrayLike | Volume | None,
+    lung: Volume | None = None,
+    classes: npt.ArrayLike | None = None,
 ) -> Record:
     """Lesion burden of a CT: the JSON record of ``covseg quantify``.
 
@@ -122,6 +125,11 @@ def quantify(
     lung
         Lung labels (1 right, 2 left) with the CT's geometry; computed with
         :func:`covseg.lung.lung_mask` when not given.
+    classes
+        A model's lesion classes (1 ground glass, 2 consolidation) with the CT's shape: they
+        give ``ggo_ml`` and ``consolidation_ml`` (a lesion voxel of class 2 is consolidation,
+        any other ground glass); without them a lesion voxel of at least
+        :data:`CONSOLIDATION_HU` is consolidation (:func:`split_method` names which was used).
 
     Returns
     -------
@@ -170,7 +178,13 @@ def quantify(
     lesion_ml = float(len(coords) * voxel_ml)
     lung_ml = float(right_lung + left_lung)
     left_pct, right_pct = _percent(left_lesion, left_lung), _percent(right_lesion, right_lung)
-    dense = hu >= CONSOLIDATION_HU
+    if classes is None:
+        dense = hu >= CONSOLIDATION_HU
+    else:
+        kinds = np.asarray(classes)
+        if kinds.shape != ct.shape:
+            raise ValueError(f"lesion classes shape {kinds.shape} differs from the CT's {ct.shape}")
+        dense = kinds[tuple(coords.T)] == 2
     record: Record = {
         "lesion_ml": lesion_ml,
         "lung_ml": lung_ml,
@@ -189,6 +203,13 @@ def quantify(
     if lungs_only:
         record.update(dict.fromkeys(LESION_KEYS))
     return record
+
+
+def split_method(classes: object | None) -> str:
+    """How :func:`quantify` told ground glass from consolidation: the JSON's ``ggo_split``."""
+    if classes is not None:
+        return "model classes (1 ground glass, 2 consolidation)"
+    return f"HU threshold: consolidation at {CONSOLIDATION_HU:g} HU and above"
 
 
 def lesion_components(

@@ -63,6 +63,25 @@ def test_known_spheres() -> None:
     )
     assert record["consolidation_ml"] == pytest.approx(big / 2, rel=0.08)
     assert record["ggo_ml"] + record["consolidation_ml"] == pytest.approx(record["lesion_ml"])
+
+
+def test_model_classes_replace_the_hu_split() -> None:
+    from covseg.quantify import split_method
+
+    ct, lung, lesion = _chest()
+    # A model calling the left third of every lesion consolidation, whatever its HU.
+    classes = np.where(lesion, 1, 0).astype(np.uint8)
+    third = lesion & (np.indices(lesion.shape)[0] < 60)
+    classes[third] = 2
+    record = quantify(ct, lesion, lung, classes)
+    voxel_ml = 0.8 * 0.8 * 2.0 / 1000
+    assert record["consolidation_ml"] == pytest.approx(third.sum() * voxel_ml)
+    assert record["ggo_ml"] == pytest.approx((lesion & ~third).sum() * voxel_ml)
+    assert record["consolidation_ml"] != quantify(ct, lesion, lung)["consolidation_ml"]
+    assert split_method(classes).startswith("model classes")
+    assert split_method(None).startswith("HU threshold")
+    with pytest.raises(ValueError, match="classes shape"):
+        quantify(ct, lesion, lung, classes[:-1])
     assert record["right_severity"] == severity(record["right_involvement_pct"]) == 2
     assert record["left_severity"] == 1
 
@@ -121,7 +140,8 @@ def test_command_one_scan_and_errors(tmp_path: Path) -> None:
     result = _run(str(ct), str(seg), "-o", str(out))
     assert result.exit_code == 0, result.output
     record = json.loads((out / "case.json").read_text())
-    assert tuple(record) == KEYS
+    assert tuple(record) == (*KEYS, "ggo_split")
+    assert record["ggo_split"] == "HU threshold: consolidation at -200 HU and above"
     assert (out / "case_overlay.png").stat().st_size > 10_000
     assert len(pd.read_csv(out / "quantify.csv")) == 1
 

@@ -255,3 +255,36 @@ def test_a_slow_first_step_does_not_cut_the_network(monkeypatch: pytest.MonkeyPa
     plan = _plan(iterations=40, bf16=False)
     trained = train_network(images, masks, plan, 0, deadline=time.time() + 8.0)
     assert trained.iterations == 40  # 40 fast steps fit the 6 s left after the slow one
+
+
+def test_fold_workers_end_when_their_train_command_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    data = _folder(tmp_path / "train", 6)
+    settings = ["image_size=32", "network.features=[4,4,8,8,8,4]", "training.iterations=100000"]
+    settings += ["training.fold_processes=2", "training.max_minutes=null", "training.folds=2"]
+    command = [sys.executable, "-c", "from covseg.cli import main; main()", "train", str(data)]
+    command += ["-o", str(tmp_path / "m")]
+    command += ["--preset", "slices-2d", "--no-progress", "--threads", "2"]
+    command += [a for s in settings for a in ("--set", s)]
+    main = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process = psutil.Process(main.pid)
+        deadline = time.time() + 120
+        while len(process.children()) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        workers = process.children()
+        assert len(workers) >= 2, "the fold workers never started"
+        time.sleep(3.0)  # the workers are set up and training
+        os.kill(main.pid, signal.SIGKILL)
+        main.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        if main.poll() is None:
+            main.kill()

@@ -348,3 +348,12 @@ def test_quantify_with_a_slices_2d_model_measures_its_mask(
     mask = read_volume(tmp_path / "p" / "chest.nii.gz").array
     record = json.loads((tmp_path / "q" / "chest.json").read_text())
     assert record["lesion_ml"] == pytest.approx(mask.sum() * phantom.voxel_volume_ml, rel=1e-6)
+    # The class model's classes, not the HU threshold, split ground glass from consolidation.
+    classes = read_volume(tmp_path / "p" / "chest_classes.nii.gz").array
+    voxel = phantom.voxel_volume_ml
+    assert record["ggo_split"].startswith("model classes")
+    assert record["consolidation_ml"] == pytest.approx((classes == 2).sum() * voxel, rel=1e-6)
+    assert record["ggo_ml"] == pytest.approx((classes == 1).sum() * voxel, rel=1e-6)
+    burden = json.loads((tmp_path / "p" / "burden" / "chest.json").read_text())
+    assert burden["consolidation_ml"] == record["consolidation_ml"]
+    assert burden["ggo_split"] == record["ggo_split"]

@@ -104,13 +104,21 @@ def _write_burden(job: PredictJob, ct: Volume, result: Segmentation) -> None:
     write_burden(ct, result.mask.array, result.lung, job.out_dir / "burden" / f"{job.case_id}.json")
 
 
-def write_burden(ct: Volume, lesion: NDArray[Any], lung: Volume | None, path: Path) -> Path:
-    """``covseg quantify``'s report of ``ct`` and its lesion mask, as JSON at ``path``."""
+def write_burden(
+    ct: Volume,
+    lesion: NDArray[Any],
+    lung: Volume | None,
+    path: Path,
+    classes: NDArray[Any] | None = None,
+) -> Path:
+    """``covseg quantify``'s report of ``ct`` and its lesion mask (and the model's lesion
+    classes, where it has them), as JSON at ``path``."""
     import json
 
-    from covseg.quantify import quantify
+    from covseg.quantify import quantify, split_method
 
-    report = quantify(ct, lesion, lung)
+    report: dict[str, Any] = dict(quantify(ct, lesion, lung, classes))
+    report["ggo_split"] = split_method(classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=float))
     return path
@@ -153,7 +161,8 @@ def _predict_slices_2d(
 
     def hook(case_id: str, ct: Volume, result: VolumeSegmentation) -> Path:
         path = output / "burden" / f"{case_id}.json"
-        return write_burden(ct, result.lesion.array, result.lung, path)
+        classes = None if result.classes is None else result.classes.array
+        return write_burden(ct, result.lesion.array, result.lung, path, classes)
 
     for case in found.volumes:
         assert ensemble is not None

@@ -138,7 +138,8 @@ def _jobs(
     return jobs
 
 
-Segmenter = Callable[["Volume", Path], "Volume"]
+#: A model applied to a CT: its lesion mask and, for a model with classes, the class map (0/1/2).
+Segmenter = Callable[["Volume", Path], tuple["Volume", "Volume | None"]]
 
 
 def _segmenter(model: Path) -> Segmenter:
@@ -161,8 +162,9 @@ def _segmenter(model: Path) -> Segmenter:
 
         ensemble = load_ensemble(model)
 
-        def slice_by_slice(ct: Volume, path: Path) -> Volume:
-            return segment_volume(ct, ensemble, path).lesion
+        def slice_by_slice(ct: Volume, path: Path) -> tuple[Volume, Volume | None]:
+            result = segment_volume(ct, ensemble, path)
+            return result.lesion, result.classes
 
         return slice_by_slice
     from covseg.model.inference import load_models
@@ -170,8 +172,8 @@ def _segmenter(model: Path) -> Segmenter:
 
     nets = load_models(model, plan)
 
-    def run(ct: Volume, path: Path) -> Volume:
-        return segment(ct, nets, plan, path=path).mask
+    def run(ct: Volume, path: Path) -> tuple[Volume, Volume | None]:
+        return segment(ct, nets, plan, path=path).mask, None
 
     return run
 
@@ -194,11 +196,17 @@ def _one(
 
     from covseg.io import read_volume, to_reference_grid, write_mask
     from covseg.lung import check_hu, lung_mask
-    from covseg.quantify import LUNGS_ONLY_NOTE, lesion_from_labels, quantify, write_overlay
+    from covseg.quantify import (
+        LUNGS_ONLY_NOTE,
+        lesion_from_labels,
+        quantify,
+        split_method,
+        write_overlay,
+    )
 
     ct = read_volume(ct_path)
     check_hu(ct, ct_path)
-    lesion = None
+    lesion, classes = None, None
     if mask_path is not None:
         # Same grid in another axis order (a mask from another tool): reoriented exactly.
         mask = to_reference_grid(
@@ -206,11 +214,15 @@ def _one(
         )
         lesion = lesion_from_labels(mask.array, mask_path, label)
     elif segmenter is not None:
-        lesion = segmenter(ct, ct_path).array != 0
+        mask_volume, class_volume = segmenter(ct, ct_path)
+        lesion = mask_volume.array != 0
+        classes = None if class_volume is None else class_volume.array
     lungs = lung_mask(ct, ct_path)
-    record: dict[str, Any] = dict(quantify(ct, lesion, lungs))
+    record: dict[str, Any] = dict(quantify(ct, lesion, lungs, classes))
     if lesion is None:
         record["note"] = LUNGS_ONLY_NOTE
+    else:
+        record["ggo_split"] = split_method(classes)
     if overlay:
         burden = (
             "lungs only"

@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -274,7 +275,10 @@ def run_folds(
     for group, workers in groups:
         each = group[0][2]
         with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_start_worker, initargs=(lines, each)
+            workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(lines, each, os.getpid()),
         ) as pool:
             jobs = [
                 pool.submit(_timed_fold, fold, data, options, weights[first + w :], None, worker)
@@ -288,11 +292,21 @@ def run_folds(
 _WORKER_REPORT: Report | None = None
 
 
-def _start_worker(lines: Any, threads: int) -> None:
-    """A fold worker: torch on ``threads`` threads, progress lines into the queue ``lines``."""
+def _start_worker(lines: Any, threads: int, parent: int) -> None:
+    """A fold worker: torch on ``threads`` threads, progress lines into the queue ``lines``; it
+    ends when the process ``parent`` that started it is gone."""
     global _WORKER_REPORT
     torch.set_num_threads(threads)
     _WORKER_REPORT = lines.put
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once ``parent`` is gone (a killed ``covseg train`` would otherwise leave
+    its folds training for nobody, taking the cores from whatever runs next)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _as_finished(
