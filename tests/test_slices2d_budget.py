@@ -273,14 +273,28 @@ def test_fold_workers_end_when_their_train_command_is_killed(tmp_path: Path) -> 
     command += ["--preset", "slices-2d", "--no-progress", "--threads", "2"]
     command += [a for s in settings for a in ("--set", s)]
     main = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[psutil.Process] = []
     try:
         process = psutil.Process(main.pid)
+
+        def fold_workers() -> list[psutil.Process]:  # not multiprocessing's resource tracker
+            return [p for p in process.children() if "spawn_main" in " ".join(p.cmdline())]
+
         deadline = time.time() + 120
-        while len(process.children()) < 2 and time.time() < deadline:
+        while len(fold_workers()) < 2 and time.time() < deadline:
             time.sleep(0.5)
-        workers = process.children()
-        assert len(workers) >= 2, "the fold workers never started"
-        time.sleep(3.0)  # the workers are set up and training
+        workers = fold_workers()
+        assert len(workers) == 2, "the fold workers never started"
+
+        def busy(p: psutil.Process) -> bool:  # imports done, training (~3 CPU-s to set up)
+            try:
+                return sum(p.cpu_times()[:2]) > 8.0
+            except psutil.NoSuchProcess:
+                return False
+
+        while not all(busy(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.5)
+        assert all(busy(p) for p in workers), "the fold workers never got to training"
         os.kill(main.pid, signal.SIGKILL)
         main.wait(10)
         gone, alive = psutil.wait_procs(workers, timeout=15)
@@ -288,3 +302,6 @@ def test_fold_workers_end_when_their_train_command_is_killed(tmp_path: Path) -> 
     finally:
         if main.poll() is None:
             main.kill()
+        for worker in workers:  # never leave a failed run's workers behind
+            if worker.is_running():
+                worker.kill()
