@@ -186,3 +186,23 @@ def test_lung_crop_and_outside_lung_keep_dense_lung_the_lung_mask_misses(
     )
     mask = segment(volume, [], plan).mask.array > 0
     assert mask[dense].all()
+
+
+def test_a_folder_of_dcm_slices_of_one_series_is_one_scan(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    import shutil
+
+    from covseg.model.batch import find_inputs
+
+    series = tmp_path / "chest"
+    series.mkdir()
+    for i, f in enumerate(sorted((shared_data / "totalseg" / "example_ct_dicom").iterdir())):
+        shutil.copy(f, series / f"{i:03d}.dcm")  # the same slices, named as many tools name them
+    assert find_inputs([series]) == [("chest", series)]
+    # Single-slice DICOM files of different series stay separate scans (as before).
+    singles = tmp_path / "singles"
+    singles.mkdir()
+    for name in ("0.dcm",):
+        shutil.copy(shared_data / "lungmask-dicom" / name, singles / name)
+    assert [case for case, _ in find_inputs([singles])] == ["0"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from covseg.datasets import DatasetError, case_id_from_filename, find_cases
-from covseg.io import is_image_file
+from covseg.io import dicom_series, image_suffix, is_image_file
 
 if TYPE_CHECKING:
     from covseg.io import Volume
@@ -46,7 +46,8 @@ def find_inputs(inputs: list[Path]) -> list[tuple[str, Path]]:
 
 
 def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
-    """A dataset folder's images, else its image files, else the folder as one DICOM series."""
+    """A dataset folder's images, else its image files, else the folder as one DICOM series
+    (also when its files are the ``.dcm`` slices of a series)."""
     try:
         cases = [(c.case_id, c.image) for c in find_cases(folder) if c.image is not None]
     except DatasetError:
@@ -55,6 +56,9 @@ def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
         return cases
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images = [p for p in files if is_image_file(p)]
+    if images and all(image_suffix(p) == ".dcm" for p in images):
+        if any(len(group) > 1 for group in dicom_series(folder).values()):
+            return [(folder.name, folder)]  # `.dcm` slices of a series: one scan
     if images:
         return [(case_id_from_filename(p.name), p) for p in images]
     if files:
