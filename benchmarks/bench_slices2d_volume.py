@@ -108,11 +108,18 @@ def nysbu(model: Path, data: Path, out: Path) -> list[dict[str, Any]]:
     from covseg.model.slices2d.data import read_dicom_slice, window_hu
 
     files = sorted((data / "ny-sbu").glob("*/*.dcm"))
-    masks = predict_slices_2d(files, model, out / "nysbu" / "masks")
+    refused: list[str] = []
+    masks = predict_slices_2d(files, model, out / "nysbu" / "masks", on_error=refused.append)
+    by_stem = {m.stem: m for m in masks}
     rows = []
-    for path, mask_path in zip(files, masks, strict=True):
+    for path in files:
+        if path.stem not in by_stem:  # no lungs found in the slice: refused, one line
+            row: dict[str, Any] = {"slice": f"{path.parent.name}_{path.stem}", "refused": True}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            continue
         hu, box, _, _ = read_dicom_slice(path)
-        lesion = np.asarray(Image.open(mask_path)) > 0
+        lesion = np.asarray(Image.open(by_stem[path.stem])) > 0
         try:
             lung = lung_mask(read_volume(path), path).array[:, :, 0].T > 0
             lung_pct: float | None = round(100 * float((lesion & lung).sum() / lung.sum()), 2)
@@ -126,6 +133,7 @@ def nysbu(model: Path, data: Path, out: Path) -> list[dict[str, Any]]:
         Image.fromarray(rgb).save(out / "nysbu" / f"{name}_overlay.png")
         row = {
             "slice": name,
+            "refused": False,
             "lesion_pct_of_field": round(100 * float(lesion[box].mean()), 2),
             "lesion_pct_of_lung": lung_pct,
         }

@@ -233,6 +233,14 @@ def test_a_bad_slice_is_one_line_and_the_other_slices_go_on(
     assert str(broken_dicom) in errors[1] and "not a readable DICOM slice" in errors[1]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["0.png", "b_fine.png"]
     assert "2 of 4 slices and volumes segmented" in result.output
+    # A DICOM slice without lungs (NY-SBU's abdominal slice) is refused as a volume without
+    # lungs is: one line, nothing written for it.
+    abdomen = shared_data / "ny-sbu" / "A027284" / "19000925-116.dcm"
+    out = tmp_path / "abdomen"
+    result = runner.invoke(app, ["predict", str(abdomen), "-m", str(model), "-o", str(out)])
+    assert result.exit_code == 1
+    assert f"error: {abdomen}: no lungs in the field of view" in result.output
+    assert not list(out.glob("*.png"))
 
 
 def test_a_folder_with_two_series_names_them_and_series_picks_one(

@@ -304,10 +304,10 @@ def _slice_labels(ensemble: Ensemble, path: Path) -> npt.NDArray[np.uint8]:
         (prob,) = predict_8bit_slices(ensemble, [read_slice(path)])
         return label_map(ensemble, prob)
     hu, box, lungs, pixel = read_dicom_slice(path)
+    if lungs is None:  # as for a CT volume: a lung-lesion model has nothing to look at
+        raise ValueError(f"{path}: no lungs in the field of view (nothing segmented)")
     (prob,) = predict_hu_slices(ensemble, [hu], [box])
     # The post-processing's area fraction is of the field, the size trained on.
     labels = np.zeros(hu.shape, dtype=np.uint8)
     labels[box] = label_map(ensemble, prob[(slice(None), *box)])
-    if lungs is not None:  # without lungs found, nothing is dropped
-        labels = keep_lung_lesions(labels, lungs, pixel)
-    return labels
+    return keep_lung_lesions(labels, lungs, pixel)
