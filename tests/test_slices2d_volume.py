@@ -365,3 +365,22 @@ def test_quantify_with_a_slices_2d_model_measures_its_mask(
     burden = json.loads((tmp_path / "p" / "burden" / "chest.json").read_text())
     assert burden["consolidation_ml"] == record["consolidation_ml"]
     assert burden["ggo_split"] == record["ggo_split"]
+
+
+def test_each_slice_is_framed_by_the_lungs_near_it_and_margin_slices_by_the_nearest() -> None:
+    from covseg.model.slices2d.volume import lung_boxes
+
+    lungs = np.zeros((400, 400, 30), bool)
+    lungs[100:300, 50:350, 10:20] = True  # 200 x 300 px of 1 mm, slices 10-19
+    lungs[150:250, 100:300, 14] = False  # a slice whose lung the mask misses
+    lungs[100:120, 50:60, 14] = True
+    plane = np.zeros((400, 400), np.float32)
+    box = lung_boxes(lungs, [1.0, 1.0, 5.0])  # 10 mm reach: 2 slices either side
+    assert box(12, plane) == (slice(100, 300), slice(50, 350))
+    assert box(14, plane) == (slice(100, 300), slice(50, 350))  # its neighbours' lungs
+    assert box(25, plane) == box(19, plane) == (slice(100, 300), slice(50, 350))  # margin
+    assert box(0, plane) == (slice(100, 300), slice(50, 350))
+    empty = lung_boxes(np.zeros((40, 40, 3), bool), [1.0, 1.0, 1.0])
+    body = np.full((40, 40), -1000.0, np.float32)
+    body[10:30, 5:35] = 40.0
+    assert empty(1, body) == (slice(10, 30), slice(5, 35))

@@ -15,8 +15,8 @@ segmented slice by slice in exactly that form:
    refused.
 3. Each slice is cropped to the field the networks learnt on
    (:func:`~covseg.model.slices2d.data.field_box`): the box of the lungs of the slices within
-   :data:`FIELD_REACH_MM` of it (so a slice whose lung the mask misses, or one of the margin
-   slices, still gets its thorax's field), at least
+   :data:`FIELD_REACH_MM` of it (so a slice whose lung the mask misses still gets its thorax's
+   field; a margin slice gets the nearest lung slice's), at least
    :data:`~covseg.model.slices2d.data.MIN_FIELD_MM` a side.
 4. Batches of chosen slices go through
    :func:`~covseg.model.slices2d.predict.predict_hu_slices` (windowed with the model's HU
@@ -90,17 +90,22 @@ def lung_boxes(
     lungs: npt.NDArray[np.bool_], spacing: list[float]
 ) -> Callable[[int, npt.NDArray[np.float32]], tuple[slice, slice]]:
     """The field of each axial slice (last axis) of display-oriented ``lungs``: the box of the
-    lungs within :data:`FIELD_REACH_MM` of the slice, grown by
-    :func:`~covseg.model.slices2d.data.field_box`; the body's box where none is that near."""
+    lungs within :data:`FIELD_REACH_MM` of the slice (of the nearest slice with lungs where none
+    is that near: the margin slices above and below the lungs), grown by
+    :func:`~covseg.model.slices2d.data.field_box`; the body's box in a volume without lungs."""
     reach = int(FIELD_REACH_MM // spacing[2])
     rows = np.asarray(lungs.any(axis=1))  # (row, slice)
     cols = np.asarray(lungs.any(axis=0))  # (column, slice)
+    with_lungs = np.flatnonzero(rows.any(axis=0))
 
     def box(k: int, plane: npt.NDArray[np.float32]) -> tuple[slice, slice]:
-        near = slice(max(0, k - reach), k + reach + 1)
-        r, c = np.flatnonzero(rows[:, near].any(axis=1)), np.flatnonzero(cols[:, near].any(axis=1))
-        if not len(r):
+        if not len(with_lungs):
             return field_box(plane, None, (spacing[0], spacing[1]))
+        near = slice(max(0, k - reach), k + reach + 1)
+        if not rows[:, near].any():
+            nearest = int(with_lungs[np.argmin(np.abs(with_lungs - k))])
+            near = slice(nearest, nearest + 1)
+        r, c = np.flatnonzero(rows[:, near].any(axis=1)), np.flatnonzero(cols[:, near].any(axis=1))
         extent = np.zeros(plane.shape, dtype=bool)
         extent[r[0], c[0]] = extent[r[-1], c[-1]] = True  # the corners span the box
         return field_box(plane, extent, (spacing[0], spacing[1]))
