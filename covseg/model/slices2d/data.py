@@ -181,9 +181,18 @@ def field_box(
     if lungs is None or not lungs.any():
         return body_box(np.asarray(hu, dtype=np.float32))
     rows, cols = np.nonzero(lungs)
+    box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+    return grow_field(box, hu.shape, pixel_mm)
+
+
+def grow_field(
+    box: tuple[slice, slice], shape: tuple[int, ...], pixel_mm: tuple[float, float]
+) -> tuple[slice, slice]:
+    """The lungs' ``box`` (rows, columns) grown as :func:`field_box` grows it, in a slice of
+    ``shape``."""
     return (
-        _grow(int(rows.min()), int(rows.max()) + 1, hu.shape[0], MIN_FIELD_MM / pixel_mm[0]),
-        _grow(int(cols.min()), int(cols.max()) + 1, hu.shape[1], MIN_FIELD_MM / pixel_mm[1]),
+        _grow(box[0].start, box[0].stop, shape[0], MIN_FIELD_MM / pixel_mm[0]),
+        _grow(box[1].start, box[1].stop, shape[1], MIN_FIELD_MM / pixel_mm[1]),
     )
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from covseg.io import Volume
-from covseg.model.slices2d.data import DISPLAY, field_box
+from covseg.model.slices2d.data import DISPLAY, field_box, grow_field
 from covseg.model.slices2d.predict import (
     Ensemble,
     keep_lung_lesions,
@@ -106,9 +106,8 @@ def lung_boxes(
             nearest = int(with_lungs[np.argmin(np.abs(with_lungs - k))])
             near = slice(nearest, nearest + 1)
         r, c = np.flatnonzero(rows[:, near].any(axis=1)), np.flatnonzero(cols[:, near].any(axis=1))
-        extent = np.zeros(plane.shape, dtype=bool)
-        extent[r[0], c[0]] = extent[r[-1], c[-1]] = True  # the corners span the box
-        return field_box(plane, extent, (spacing[0], spacing[1]))
+        lungs_box = (slice(int(r[0]), int(r[-1]) + 1), slice(int(c[0]), int(c[-1]) + 1))
+        return grow_field(lungs_box, plane.shape, (spacing[0], spacing[1]))
 
     return box
 
